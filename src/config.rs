@@ -1,0 +1,320 @@
+//! Settings: `config/default.toml` (compiled in), then the user's file, then
+//! `YINGSHI_<SECTION>__<KEY>` environment variables and `DISCORD_TOKEN`.
+//!
+//! The layers are merged as TOML values and deserialised once into [`Config`],
+//! so an error names the key path whatever layer it came from; unknown keys are
+//! errors. Values are then checked against their ranges in [`Config::validate`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+use crate::poem::Form;
+
+/// The default settings, every key with a comment.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+const ENV_PREFIX: &str = "YINGSHI_";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub models: Models,
+    pub keywords: Keywords,
+    pub photo: Photo,
+    pub poem: Poem,
+    pub download: Download,
+    pub limits: Limits,
+    pub discord: Discord,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Models {
+    pub clip_dir: String,
+    pub clip_repo: String,
+    pub clip_revision: String,
+    pub poet_dir: String,
+    pub cache_dir: String,
+    pub device: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keywords {
+    pub vocabulary: String,
+    pub top_k: usize,
+    pub diverse: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Photo {
+    pub max_megapixels: f64,
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Poem {
+    pub form: Form,
+    pub candidates: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub keyword_bonus: f32,
+    pub keyword_weight: f64,
+    pub clip_weight: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Download {
+    pub connect_timeout_secs: u64,
+    pub total_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub user_per_minute: u32,
+    pub channel_per_minute: u32,
+    pub queue_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discord {
+    pub token: Secret,
+    pub proxy: String,
+    pub state_file: String,
+}
+
+/// A string that never shows in a log line or a Debug print.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "<unset>"
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+impl Config {
+    /// Loads the defaults, the optional user file and the environment.
+    pub fn load(user_file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(user_file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given (tests pass their own).
+    pub fn load_with_env(
+        user_file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut merged: toml::Table = DEFAULT_TOML
+            .parse()
+            .expect("config/default.toml is valid TOML");
+        if let Some(path) = user_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let user: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                        path: path.to_owned(),
+                        message: e.to_string(),
+                    })?;
+            merge(&mut merged, user);
+        }
+        for (name, value) in env {
+            if let Some((section, key)) = env_key(&name) {
+                let table = merged
+                    .entry(section.clone())
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
+                if let toml::Value::Table(table) = table {
+                    table.insert(key, env_value(&value));
+                }
+            }
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+                ConfigError::Invalid {
+                    key: e.path().to_string(),
+                    message: e.inner().to_string(),
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.poem;
+        check_range("keywords.top_k", self.keywords.top_k as f64, 1.0, 16.0)?;
+        check_range("poem.candidates", p.candidates as f64, 1.0, 32.0)?;
+        check_range("poem.top_p", p.top_p, f64::MIN_POSITIVE, 1.0)?;
+        check_range("poem.temperature", p.temperature, f64::MIN_POSITIVE, 10.0)?;
+        check_range(
+            "photo.max_megapixels",
+            self.photo.max_megapixels,
+            0.01,
+            400.0,
+        )?;
+        check_range(
+            "photo.max_bytes",
+            self.photo.max_bytes as f64,
+            1.0,
+            25.0 * 1024.0 * 1024.0,
+        )?;
+        check_range(
+            "limits.queue_size",
+            self.limits.queue_size as f64,
+            1.0,
+            100_000.0,
+        )?;
+        crate::device::parse_device(&self.models.device).map_err(|message| {
+            ConfigError::Invalid {
+                key: "models.device".into(),
+                message,
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Resolves a configured path: as given if it exists (or is absolute), else
+    /// relative to the source tree the binary was built from, where the shipped
+    /// model and vocabulary live.
+    pub fn resolve(path: &str) -> PathBuf {
+        let given = PathBuf::from(path);
+        if given.is_absolute() || given.exists() {
+            return given;
+        }
+        let in_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        if in_tree.exists() {
+            in_tree
+        } else {
+            given
+        }
+    }
+}
+
+fn check_range(key: &str, value: f64, min: f64, max: f64) -> Result<(), ConfigError> {
+    if value.is_nan() || value < min || value > max {
+        return Err(ConfigError::Invalid {
+            key: key.into(),
+            message: format!("{value} is out of range: expected {min} to {max}"),
+        });
+    }
+    Ok(())
+}
+
+/// Deep-merges `over` into `base`: tables merge key by key, other values replace.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// `YINGSHI_POEM__CANDIDATES` → (`poem`, `candidates`); `DISCORD_TOKEN` → (`discord`, `token`).
+fn env_key(name: &str) -> Option<(String, String)> {
+    if name == "DISCORD_TOKEN" {
+        return Some(("discord".into(), "token".into()));
+    }
+    let rest = name.strip_prefix(ENV_PREFIX)?;
+    let (section, key) = rest.split_once("__")?;
+    Some((section.to_lowercase(), key.to_lowercase()))
+}
+
+/// An environment value is read as a TOML value when it is one (`8`, `true`,
+/// `0.5`), else as a string, so `YINGSHI_POEM__FORM=五绝` needs no quotes.
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("user.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load_with_env(file.map(|_| path.as_path()), env)
+    }
+
+    #[test]
+    fn defaults_load() {
+        let c = load(None, &[]).unwrap();
+        assert_eq!(c.poem.form, Form::QiJue);
+        assert_eq!(c.keywords.top_k, 4);
+    }
+
+    #[test]
+    fn user_file_and_env_override_in_order() {
+        let c = load(
+            Some("[poem]\ncandidates = 3\nform = \"五律\"\n"),
+            &[
+                ("YINGSHI_POEM__CANDIDATES", "5"),
+                ("YINGSHI_KEYWORDS__DIVERSE", "false"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.poem.candidates, 5);
+        assert_eq!(c.poem.form, Form::WuLv);
+        assert!(!c.keywords.diverse);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load(Some("[poem]\ncandidate = 3\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("poem") && err.contains("candidate"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_key_value_and_expectation() {
+        let err = load(Some("[poem]\ncandidates = 0\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("poem.candidates") && err.contains('0') && err.contains("32"),
+            "{err}"
+        );
+        let err = load(None, &[("YINGSHI_POEM__FORM", "十绝")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("poem.form") && err.contains("十绝"), "{err}");
+    }
+
+    #[test]
+    fn token_never_prints() {
+        let c = load(None, &[("DISCORD_TOKEN", "abc.def.ghi")]).unwrap();
+        assert_eq!(c.discord.token.expose(), "abc.def.ghi");
+        assert!(!format!("{c:?}").contains("abc.def"));
+    }
+}

@@ -1,0 +1,75 @@
+//! Errors, one enum per layer, joined in [`Error`]; each says what went wrong
+//! in words a user can act on. `main` maps them to exit codes.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("the model file {path} is missing or unreadable ({source})")]
+    MissingFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Format(String),
+    #[error("cannot load the weights in {0}: {1}")]
+    Weights(PathBuf, Box<candle_core::Error>),
+    #[error("the model failed while computing: {0}")]
+    Compute(Box<candle_core::Error>),
+}
+
+impl From<candle_core::Error> for ModelError {
+    fn from(e: candle_core::Error) -> Self {
+        ModelError::Compute(Box::new(e))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoemError {
+    #[error("{0}")]
+    Acrostic(String),
+    #[error(
+        "no candidate could finish the poem under the rules; try other keywords or another seed"
+    )]
+    NoPoem,
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Poem(#[from] PoemError),
+    /// The user's input is wrong (bad arguments, a poem that fails the check…).
+    #[error("{0}")]
+    Input(String),
+    #[error("`yingshi {0}` is not built yet")]
+    NotBuilt(&'static str),
+}
+
+impl Error {
+    /// 2 for problems with what the user gave us, 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Input(_) | Error::Poem(PoemError::Acrostic(_)) => 2,
+            Error::Model(_) | Error::Poem(_) | Error::NotBuilt(_) => 1,
+        }
+    }
+}

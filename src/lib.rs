@@ -1,0 +1,15 @@
+//! 影诗 yingshi: a photo in, a classical Chinese poem out.
+//!
+//! The pipeline, one module a stage:
+//!
+//! ```text
+//! photo bytes ──photo──▶ pixels ──embedding──▶ image feature
+//!            ──keywords──▶ top-K imagery words ──poem──▶ 五绝/七绝/五律/七律
+//! ```
+//!
+//! Nothing here knows about Discord; the bot only calls [`pipeline`].
+
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod poem;

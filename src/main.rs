@@ -1,0 +1,216 @@
+//! The `yingshi` command: parse the CLI, load settings, start logging, dispatch.
+//! Errors print with their causes and map to exit codes (2: bad input).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use yingshi::config::Config;
+use yingshi::error::Error;
+use yingshi::poem::{checker, Form, PoemRequest, Poet, Sampling};
+
+#[derive(Parser)]
+#[command(
+    name = "yingshi",
+    version,
+    about = "影诗 — a photo in, a classical Chinese poem out"
+)]
+struct Cli {
+    /// A settings file; its keys override config/default.toml.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Discord bot (token from DISCORD_TOKEN).
+    Bot,
+    /// Write a poem from keywords or a photo.
+    Poem(PoemArgs),
+    /// Match a photo against the keyword vocabulary.
+    Keywords,
+    /// Check a poem against the strict rules of 近体诗 (exit 0 when it passes).
+    Check {
+        /// The poem: lines separated by newlines, spaces or punctuation.
+        poem: String,
+        /// Print the verdict as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time our pipeline against the Python transformers reference.
+    Bench,
+}
+
+#[derive(clap::Args)]
+struct PoemArgs {
+    /// Keywords the poem should use (classical imagery: 春风 明月 孤舟 …).
+    #[arg(long, num_args = 1..)]
+    keywords: Vec<String>,
+    /// Take the keywords from a photo (Chinese-CLIP).
+    #[arg(long, value_name = "PATH")]
+    image: Option<PathBuf>,
+    /// 五绝, 七绝, 五律 or 七律 (default: poem.form).
+    #[arg(long)]
+    form: Option<Form>,
+    /// 藏头诗: line i starts with the i-th character.
+    #[arg(long)]
+    acrostic: Option<String>,
+    /// How many candidates to sample before choosing (default: poem.candidates).
+    #[arg(long)]
+    candidates: Option<usize>,
+    /// Random seed; the same seed gives the same poem.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// A poem model directory (default: models.poet_dir, the shipped model).
+    #[arg(long, value_name = "DIR")]
+    poet_model: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("yingshi=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Bot => Err(Error::NotBuilt("bot")),
+        Command::Poem(args) => poem(&config, args),
+        Command::Keywords => Err(Error::NotBuilt("keywords")),
+        Command::Check { poem, json } => Ok(check(&poem, json)),
+        Command::Bench => Err(Error::NotBuilt("bench")),
+    }
+}
+
+fn poem(config: &Config, args: PoemArgs) -> Result<ExitCode, Error> {
+    if args.image.is_some() {
+        return Err(Error::NotBuilt("poem --image"));
+    }
+    let form = args.form.unwrap_or(config.poem.form);
+    let candidates = args.candidates.unwrap_or(config.poem.candidates);
+    if !(1..=32).contains(&candidates) {
+        return Err(Error::Input(format!(
+            "--candidates {candidates}: expected 1 to 32"
+        )));
+    }
+    let keywords: Vec<String> = args
+        .keywords
+        .iter()
+        .flat_map(|k| k.split([' ', ',', '，', '、']))
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let device = yingshi::device::parse_device(&config.models.device).map_err(Error::Input)?;
+    let dir = args
+        .poet_model
+        .unwrap_or_else(|| Config::resolve(&config.models.poet_dir));
+    let mut poet = Poet::load(&dir, &device)?;
+    let request = PoemRequest {
+        form,
+        keywords: keywords.clone(),
+        acrostic: args.acrostic,
+        candidates,
+        seed,
+    };
+    let sampling = Sampling {
+        temperature: config.poem.temperature,
+        top_p: config.poem.top_p,
+        keyword_bonus: config.poem.keyword_bonus,
+    };
+    let ranked = poet.write(&request, sampling, config.poem.keyword_weight)?;
+    let best = &ranked[0];
+    if args.json {
+        let alternatives: Vec<_> = ranked[1..]
+            .iter()
+            .map(|c| serde_json::json!({"lines": c.lines, "score": c.score}))
+            .collect();
+        let out = serde_json::json!({
+            "form": form.name(),
+            "keywords": keywords,
+            "lines": best.lines,
+            "score": best.score,
+            "keywords_used": best.keywords_used,
+            "seed": seed,
+            "alternatives": alternatives,
+        });
+        println!("{out}");
+    } else {
+        if !keywords.is_empty() {
+            println!("【{}】{}", form, keywords.join(" "));
+        }
+        for line in &best.lines {
+            println!("{line}");
+        }
+        eprintln!(
+            "(score {:.3}, seed {seed}; {} candidates)",
+            best.score,
+            ranked.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(poem: &str, json: bool) -> ExitCode {
+    let report = checker::check(poem);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("a report serialises")
+        );
+    } else {
+        match report.form {
+            Some(form) => println!(
+                "体裁 {form}  韵部 {}",
+                report.rhyme_group.as_deref().unwrap_or("—")
+            ),
+            None => println!("不是五绝、七绝、五律或七律：需 4 或 8 句，每句 5 或 7 个汉字"),
+        }
+        for (i, line) in report.lines.iter().enumerate() {
+            let rhyme = line
+                .rhyme
+                .as_deref()
+                .map(|g| format!("  韵 {g}"))
+                .unwrap_or_default();
+            println!("{:>2}  {}  {}{rhyme}", i + 1, line.text, line.tones);
+        }
+        if report.pass {
+            println!("合律");
+        }
+        for v in &report.violations {
+            if v.line == 0 {
+                println!("✗ {}", v.rule.name());
+            } else {
+                println!("✗ 第{}句第{}字  {}", v.line, v.char_index, v.rule.name());
+            }
+        }
+    }
+    if report.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,87 @@
+//! Keywords → poem: the T5 poet, decoding under the 格律 rules, and the checker.
+//!
+//! - [`model`]: the character-level T5 on candle.
+//! - [`decode`]: line-by-line constrained sampling of N candidates, reranked.
+//! - [`rhyme`]: the 平水韵 table (tones and rhyme groups).
+//! - [`meter`]: the tone templates of the four forms.
+//! - [`novelty`]: the training corpus's lines, so no line is copied.
+//! - [`checker`]: the strict verdict on any poem.
+
+pub mod checker;
+pub mod decode;
+mod form;
+pub mod meter;
+pub mod model;
+pub mod novelty;
+pub mod rhyme;
+
+use std::path::Path;
+
+use candle_core::Device;
+
+pub use decode::{Candidate, PoemRequest, Sampling};
+pub use form::Form;
+
+use crate::error::{ModelError, PoemError};
+
+/// File of the training corpus's lines, beside the model's weights.
+pub const LINE_FILTER_FILE: &str = "train_lines.bloom";
+
+/// The poem model with its rule tables, ready to write.
+pub struct Poet {
+    model: model::PoetModel,
+    rules: decode::Rules,
+    novelty: Option<novelty::LineFilter>,
+}
+
+impl Poet {
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        let model = model::PoetModel::load(dir, device)?;
+        let rules = decode::Rules::new(&model);
+        let filter_path = dir.join(LINE_FILTER_FILE);
+        let novelty = if filter_path.exists() {
+            Some(novelty::LineFilter::load(&filter_path)?)
+        } else {
+            tracing::warn!(
+                "{} has no {LINE_FILTER_FILE}: lines copied from the corpus cannot be refused",
+                dir.display()
+            );
+            None
+        };
+        Ok(Self {
+            model,
+            rules,
+            novelty,
+        })
+    }
+
+    /// Writes the request's candidates, best first by the rerank score:
+    /// mean log-probability + `keyword_weight` × share of keywords used.
+    pub fn write(
+        &mut self,
+        request: &PoemRequest,
+        sampling: Sampling,
+        keyword_weight: f64,
+    ) -> Result<Vec<Candidate>, PoemError> {
+        let mut decoder = decode::Decoder {
+            model: &mut self.model,
+            rules: &self.rules,
+            novelty: self.novelty.as_ref(),
+            sampling,
+        };
+        let mut candidates = decoder.write(request)?;
+        for c in &mut candidates {
+            c.score = c.mean_logprob + keyword_weight * c.keyword_share;
+        }
+        candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+        Ok(candidates)
+    }
+
+    pub fn model_mut(&mut self) -> &mut model::PoetModel {
+        &mut self.model
+    }
+
+    pub fn model(&self) -> &model::PoetModel {
+        &self.model
+    }
+}

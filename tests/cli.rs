@@ -1,0 +1,126 @@
+//! The `yingshi` command as a user runs it.
+
+use assert_cmd::Command;
+
+fn yingshi() -> Command {
+    let mut cmd = Command::cargo_bin("yingshi").unwrap();
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd.env_remove("DISCORD_TOKEN");
+    cmd
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    String::from_utf8(cmd.output().unwrap().stdout).unwrap()
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let out = stdout(yingshi().arg("--help"));
+    for sub in ["bot", "poem", "keywords", "check", "bench"] {
+        assert!(out.contains(sub), "{sub} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn bad_config_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[poem]\ncandidates = \"many\"\n").unwrap();
+    let out = yingshi()
+        .args(["--config", path.to_str().unwrap(), "check", "白日依山尽"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("poem.candidates") && err.contains("many"),
+        "{err}"
+    );
+
+    std::fs::write(&path, "[poem]\nfrom = \"五绝\"\n").unwrap();
+    let out = yingshi()
+        .args(["--config", path.to_str().unwrap(), "check", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("from"));
+}
+
+#[test]
+fn check_exit_status_and_json() {
+    yingshi()
+        .args(["check", "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"])
+        .assert()
+        .success();
+    let out = yingshi()
+        .args([
+            "check",
+            "--json",
+            "床前明月光，疑是地上霜。举头望明月，低头思故乡。",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["form"], "五绝");
+    assert_eq!(v["pass"], false);
+    assert!(v["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["rule"] == "失粘" && x["line"] == 3 && x["char"] == 2));
+}
+
+#[test]
+fn poem_json_from_keywords() {
+    let out = yingshi()
+        .args([
+            "poem",
+            "--keywords",
+            "春风",
+            "明月",
+            "--form",
+            "七绝",
+            "--candidates",
+            "3",
+            "--seed",
+            "9",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["form"], "七绝");
+    let lines = v["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 4);
+    assert!(lines
+        .iter()
+        .all(|l| l.as_str().unwrap().chars().count() == 7));
+    assert_eq!(v["alternatives"].as_array().unwrap().len(), 2);
+    assert_eq!(v["keywords"], serde_json::json!(["春风", "明月"]));
+}
+
+#[test]
+fn bad_poem_arguments_are_friendly() {
+    let out = yingshi()
+        .args([
+            "poem",
+            "--keywords",
+            "春风",
+            "--acrostic",
+            "春江",
+            "--form",
+            "七绝",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("4"));
+    let out = yingshi().args(["poem", "--form", "十绝"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
