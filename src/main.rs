@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use yingshi::config::Config;
 use yingshi::error::Error;
+use yingshi::poem::eval::{evaluate, EvalCase};
 use yingshi::poem::{checker, Form, PoemRequest, Poet, Sampling};
 
 #[derive(Parser)]
@@ -42,6 +43,8 @@ enum Command {
     },
     /// Time our pipeline against the Python transformers reference.
     Bench,
+    /// Measure poem quality on held-out keyword sets (the README's table).
+    Eval(EvalArgs),
 }
 
 #[derive(clap::Args)]
@@ -70,6 +73,25 @@ struct PoemArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Keyword sets, one JSON object a line: {"form":"七绝","keywords":[…]}.
+    #[arg(long, default_value = "training/heldout_keywords.jsonl")]
+    set: PathBuf,
+    /// How many poems (the first N of the set).
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+    /// Candidates per poem (default: poem.candidates).
+    #[arg(long)]
+    candidates: Option<usize>,
+    /// The corpus's lines, one a line, for an exact count of copies
+    /// (training/prepare.py writes corpus_lines.txt); else the line filter.
+    #[arg(long, value_name = "FILE")]
+    corpus_lines: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    poet_model: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -102,6 +124,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Keywords => Err(Error::NotBuilt("keywords")),
         Command::Check { poem, json } => Ok(check(&poem, json)),
         Command::Bench => Err(Error::NotBuilt("bench")),
+        Command::Eval(args) => eval(&config, args),
     }
 }
 
@@ -124,11 +147,7 @@ fn poem(config: &Config, args: PoemArgs) -> Result<ExitCode, Error> {
         .map(str::to_owned)
         .collect();
     let seed = args.seed.unwrap_or_else(rand::random);
-    let device = yingshi::device::parse_device(&config.models.device).map_err(Error::Input)?;
-    let dir = args
-        .poet_model
-        .unwrap_or_else(|| Config::resolve(&config.models.poet_dir));
-    let mut poet = Poet::load(&dir, &device)?;
+    let mut poet = load_poet(config, args.poet_model)?;
     let request = PoemRequest {
         form,
         keywords: keywords.clone(),
@@ -136,12 +155,7 @@ fn poem(config: &Config, args: PoemArgs) -> Result<ExitCode, Error> {
         candidates,
         seed,
     };
-    let sampling = Sampling {
-        temperature: config.poem.temperature,
-        top_p: config.poem.top_p,
-        keyword_bonus: config.poem.keyword_bonus,
-    };
-    let ranked = poet.write(&request, sampling, config.poem.keyword_weight)?;
+    let ranked = poet.write(&request, sampling(config), config.poem.keyword_weight)?;
     let best = &ranked[0];
     if args.json {
         let alternatives: Vec<_> = ranked[1..]
@@ -171,6 +185,53 @@ fn poem(config: &Config, args: PoemArgs) -> Result<ExitCode, Error> {
             ranked.len()
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sampling(config: &Config) -> Sampling {
+    Sampling {
+        temperature: config.poem.temperature,
+        top_p: config.poem.top_p,
+        keyword_bonus: config.poem.keyword_bonus,
+    }
+}
+
+fn load_poet(config: &Config, dir: Option<PathBuf>) -> Result<Poet, Error> {
+    let device = yingshi::device::parse_device(&config.models.device).map_err(Error::Input)?;
+    let dir = dir.unwrap_or_else(|| Config::resolve(&config.models.poet_dir));
+    Ok(Poet::load(&dir, &device)?)
+}
+
+fn eval(config: &Config, args: EvalArgs) -> Result<ExitCode, Error> {
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(Config::resolve(&path.to_string_lossy()))
+            .map_err(|e| Error::Input(format!("cannot read {}: {e}", path.display())))
+    };
+    let cases: Vec<EvalCase> = read(&args.set)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(args.limit)
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| Error::Input(format!("{} line {}: {e}", args.set.display(), i + 1)))
+        })
+        .collect::<Result<_, _>>()?;
+    let corpus: Option<std::collections::HashSet<String>> = match &args.corpus_lines {
+        Some(path) => Some(read(path)?.lines().map(str::to_owned).collect()),
+        None => None,
+    };
+    let mut poet = load_poet(config, args.poet_model)?;
+    let candidates = args.candidates.unwrap_or(config.poem.candidates);
+    let report = evaluate(
+        &mut poet,
+        &cases,
+        sampling(config),
+        config.poem.keyword_weight,
+        candidates,
+        corpus.as_ref(),
+    )?;
+    println!("{}", serde_json::to_string_pretty(&report).expect("a report serialises"));
     Ok(ExitCode::SUCCESS)
 }
 

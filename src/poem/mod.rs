@@ -6,9 +6,11 @@
 //! - [`meter`]: the tone templates of the four forms.
 //! - [`novelty`]: the training corpus's lines, so no line is copied.
 //! - [`checker`]: the strict verdict on any poem.
+//! - [`eval`]: the quality table over held-out keyword sets.
 
 pub mod checker;
 pub mod decode;
+pub mod eval;
 mod form;
 pub mod meter;
 pub mod model;
@@ -77,11 +79,8 @@ impl Poet {
         Ok(candidates)
     }
 
-    pub fn model_mut(&mut self) -> &mut model::PoetModel {
-        &mut self.model
-    }
-
-    pub fn model(&self) -> &model::PoetModel {
-        &self.model
+    /// Whether a line is in the training corpus, by the shipped line filter.
+    pub fn copies_corpus(&self, line: &str) -> bool {
+        self.novelty.as_ref().is_some_and(|f| f.contains(line))
     }
 }
