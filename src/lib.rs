@@ -9,6 +9,7 @@
 //!
 //! Nothing here knows about Discord; the bot only calls [`pipeline`].
 
+pub mod bench;
 pub mod config;
 pub mod device;
 pub mod error;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+use yingshi::bench::PoemBench;
 use yingshi::config::Config;
 use yingshi::error::Error;
 use yingshi::poem::eval::{evaluate, EvalCase};
@@ -41,8 +42,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Time our pipeline against the Python transformers reference.
-    Bench,
+    /// Time our pipeline against the Python transformers reference, same run.
+    Bench(BenchArgs),
     /// Measure poem quality on held-out keyword sets (the README's table).
     Eval(EvalArgs),
 }
@@ -94,6 +95,23 @@ struct EvalArgs {
     poet_model: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Poems to time (after one warm-up).
+    #[arg(long, default_value_t = 10)]
+    poems: usize,
+    /// Candidates per poem.
+    #[arg(long, default_value_t = 8)]
+    candidates: usize,
+    #[arg(long, default_value = "七绝")]
+    form: Form,
+    /// The Python with torch and transformers for the reference (tools/requirements.txt).
+    #[arg(long, env = "YINGSHI_PYTHON", default_value = "python3")]
+    python: String,
+    #[arg(long, value_name = "DIR")]
+    poet_model: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -123,7 +141,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Poem(args) => poem(&config, args),
         Command::Keywords => Err(Error::NotBuilt("keywords")),
         Command::Check { poem, json } => Ok(check(&poem, json)),
-        Command::Bench => Err(Error::NotBuilt("bench")),
+        Command::Bench(args) => bench(&config, args),
         Command::Eval(args) => eval(&config, args),
     }
 }
@@ -188,6 +206,48 @@ fn poem(config: &Config, args: PoemArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn bench(config: &Config, args: BenchArgs) -> Result<ExitCode, Error> {
+    let dir = args
+        .poet_model
+        .clone()
+        .unwrap_or_else(|| Config::resolve(&config.models.poet_dir));
+    let mut poet = load_poet(config, Some(dir.clone()))?;
+    let bench = PoemBench {
+        model_dir: &dir,
+        form: args.form,
+        keywords: vec!["春风".into(), "明月".into()],
+        poems: args.poems,
+        candidates: args.candidates,
+        sampling: sampling(config),
+    };
+    println!(
+        "poem generation: {} poems × {} candidates, {}, CPU threads {}",
+        args.poems,
+        args.candidates,
+        args.form,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let rust = bench.run_rust(&mut poet)?;
+    println!(
+        "  rust (constrained)     {:>9.1} ms/poem {:>9.0} tokens/s",
+        rust.ms_per_poem, rust.tokens_per_s
+    );
+    match bench.run_python(&args.python) {
+        Ok(py) => {
+            println!(
+                "  python transformers    {:>9.1} ms/poem {:>9.0} tokens/s",
+                py.ms_per_poem, py.tokens_per_s
+            );
+            println!(
+                "  time ratio rust/python {:>9.2}×",
+                rust.ms_per_poem / py.ms_per_poem
+            );
+        }
+        Err(why) => println!("  python transformers    not run: {why}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn sampling(config: &Config) -> Sampling {
     Sampling {
         temperature: config.poem.temperature,
@@ -231,7 +291,10 @@ fn eval(config: &Config, args: EvalArgs) -> Result<ExitCode, Error> {
         candidates,
         corpus.as_ref(),
     )?;
-    println!("{}", serde_json::to_string_pretty(&report).expect("a report serialises"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).expect("a report serialises")
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -135,6 +135,8 @@ def main():
     all_lines = set()
     kept, seen = [], set()
     for poem in read_corpus(args.corpus):
+        if args.limit and len(kept) >= 10 * args.limit:
+            break
         lines = poem_lines(poem.get("paragraphs", []), cc)
         for l in lines:
             if len(l) in (5, 7) and all(is_han(c) for c in l):

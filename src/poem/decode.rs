@@ -103,9 +103,13 @@ impl Rules {
                 sizes[g.0 as usize] += 1;
             }
         }
+        // A small vocabulary may have no group that wide: then its widest open poems.
+        let threshold = MIN_RHYME_GROUP
+            .min(sizes.iter().copied().max().unwrap_or(0))
+            .max(1);
         Self {
             info,
-            wide: sizes.into_iter().map(|s| s >= MIN_RHYME_GROUP).collect(),
+            wide: sizes.into_iter().map(|s| s >= threshold).collect(),
         }
     }
 }

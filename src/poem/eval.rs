@@ -55,7 +55,9 @@ pub fn evaluate(
             candidates,
             seed: i as u64,
         };
-        let best = poet.write(&request, sampling, keyword_weight)?.swap_remove(0);
+        let best = poet
+            .write(&request, sampling, keyword_weight)?
+            .swap_remove(0);
         let report = checker::check_lines(&best.lines);
         form_ok += usize::from(report.form == Some(case.form));
         pass += usize::from(report.pass);

@@ -1,6 +1,6 @@
 //! Keywords → poem: the T5 poet, decoding under the 格律 rules, and the checker.
 //!
-//! - [`model`]: the character-level T5 on candle.
+//! - [`model`]: the character-level T5 on candle (`t5`: the network itself).
 //! - [`decode`]: line-by-line constrained sampling of N candidates, reranked.
 //! - [`rhyme`]: the 平水韵 table (tones and rhyme groups).
 //! - [`meter`]: the tone templates of the four forms.
@@ -16,6 +16,7 @@ pub mod meter;
 pub mod model;
 pub mod novelty;
 pub mod rhyme;
+mod t5;
 
 use std::path::Path;
 

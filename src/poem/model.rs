@@ -1,5 +1,5 @@
-//! The poet: a character-level T5 (candle-transformers' `models::t5`) that
-//! writes one line per call from `{form}|{keywords}|{line1}|…|`.
+//! The poet: a character-level T5 ([`super::t5`], after candle-transformers'
+//! `models::t5`) that writes one line per call from `{form}|{keywords}|{line1}|…|`.
 //!
 //! A model directory holds `config.json`, `tokenizer.json` (WordLevel, one token
 //! per character) and the weights as `model.safetensors` or shards listed in
@@ -16,13 +16,14 @@ use std::str::FromStr;
 
 use tokenizers::Tokenizer;
 
+use super::t5::T5;
 use crate::error::ModelError;
 
 /// Token ids below this are specials and separators; characters start here.
 pub const FIRST_CHAR_ID: u32 = 7;
 
 pub struct PoetModel {
-    t5: t5::T5ForConditionalGeneration,
+    t5: T5,
     tokenizer: Tokenizer,
     /// The character of each token id (`None` for specials and separators).
     chars: Vec<Option<char>>,
@@ -59,8 +60,8 @@ impl PoetModel {
         // SAFETY: the files are memory-mapped read-only and not changed while loaded.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, device) }
             .map_err(|e| ModelError::Weights(dir.to_owned(), Box::new(e)))?;
-        let t5 = t5::T5ForConditionalGeneration::load(vb, &config)
-            .map_err(|e| ModelError::Weights(dir.to_owned(), Box::new(e)))?;
+        let t5 =
+            T5::load(vb, &config).map_err(|e| ModelError::Weights(dir.to_owned(), Box::new(e)))?;
         Ok(Self {
             t5,
             tokenizer,
@@ -99,7 +100,6 @@ impl PoetModel {
 
     /// Encodes a batch of sources of equal token length, and resets the decoder.
     pub fn start(&mut self, sources: &[Vec<u32>]) -> Result<Tensor, ModelError> {
-        self.t5.clear_kv_cache();
         let len = sources.first().map_or(0, Vec::len);
         if sources.iter().any(|s| s.len() != len) {
             return Err(ModelError::Format(
@@ -125,8 +125,7 @@ impl PoetModel {
             None => vec![self.decoder_start_id; rows],
         };
         let input = Tensor::from_vec(tokens, (rows, 1), &self.device)?;
-        let logits = self.t5.decode(&input, encoded)?;
-        Ok(logits.to_dtype(DType::F32)?.to_vec2()?)
+        Ok(self.t5.decode_step(&input, encoded)?.to_vec2()?)
     }
 
     /// Plain greedy decoding of one source up to [EOS] or `max_tokens`, with no
