@@ -17,6 +17,28 @@ pub enum ConfigError {
 }
 
 #[derive(Debug, thiserror::Error)]
+pub enum PhotoError {
+    #[error("the photo is empty (0 bytes)")]
+    Empty,
+    #[error("the photo is {bytes} bytes; the limit is {max}")]
+    TooLarge { bytes: u64, max: u64 },
+    #[error("that is not an image (PNG, JPEG, GIF, WebP, BMP and TIFF work)")]
+    NotAnImage,
+    #[error("this image format is not supported: {0}")]
+    Unsupported(String),
+    #[error("the photo is {width}×{height}, over the {max_megapixels} megapixel limit")]
+    TooManyPixels {
+        width: u32,
+        height: u32,
+        max_megapixels: f64,
+    },
+    #[error("the photo cannot be read (damaged or cut short?): {0}")]
+    Unreadable(String),
+    #[error("image preprocessing: {0}")]
+    Preprocessor(String),
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("the model file {path} is missing or unreadable ({source})")]
     MissingFile {
@@ -25,6 +47,8 @@ pub enum ModelError {
     },
     #[error("{0}")]
     Format(String),
+    #[error("Chinese-CLIP is not available: {0}")]
+    ClipUnavailable(String),
     #[error("cannot load the weights in {0}: {1}")]
     Weights(PathBuf, Box<candle_core::Error>),
     #[error("the model failed while computing: {0}")]
@@ -54,6 +78,8 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
+    Photo(#[from] PhotoError),
+    #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
     Poem(#[from] PoemError),
@@ -68,7 +94,10 @@ impl Error {
     /// 2 for problems with what the user gave us, 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Input(_) | Error::Poem(PoemError::Acrostic(_)) => 2,
+            Error::Config(_)
+            | Error::Input(_)
+            | Error::Photo(_)
+            | Error::Poem(PoemError::Acrostic(_)) => 2,
             Error::Model(_) | Error::Poem(_) | Error::NotBuilt(_) => 1,
         }
     }

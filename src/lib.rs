@@ -12,5 +12,7 @@
 pub mod bench;
 pub mod config;
 pub mod device;
+pub mod embedding;
 pub mod error;
+pub mod photo;
 pub mod poem;

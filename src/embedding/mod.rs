@@ -1,0 +1,198 @@
+//! Chinese-CLIP on candle: image and text features, L2-normalised, so a dot
+//! product is the cosine similarity the prototype used
+//! (`ChineseCLIPModel.get_image_features` / `get_text_features`).
+//!
+//! The architecture is read from the model's `config.json` (ViT-B/16 and
+//! ViT-L/14 alike); the text side uses its BERT WordPiece vocabulary
+//! (`tokenizer.json`, or `vocab.txt` with BERT's Chinese settings) and
+//! Chinese-CLIP's context length of 52 tokens.
+
+mod config;
+mod hub;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarBuilder;
+use candle_transformers::models::chinese_clip::ChineseClipModel;
+use image::DynamicImage;
+use sha2::{Digest, Sha256};
+use tokenizers::Tokenizer;
+
+pub use hub::{locate, ClipSource};
+
+use crate::error::{ModelError, PhotoError};
+use crate::photo::Preprocessor;
+
+/// Chinese-CLIP's text context length (its tokenizer's `model_max_length`).
+pub const CONTEXT_LENGTH: usize = 52;
+/// Texts embedded per forward pass.
+const TEXT_BATCH: usize = 64;
+
+pub struct ClipModel {
+    model: ChineseClipModel,
+    tokenizer: Tokenizer,
+    preprocessor: Preprocessor,
+    device: Device,
+    /// Names the weights, for the keyword-embedding cache.
+    fingerprint: String,
+}
+
+impl ClipModel {
+    /// Loads a directory in the Hugging Face layout.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        let config_text = std::fs::read_to_string(dir.join("config.json")).map_err(|source| {
+            ModelError::MissingFile {
+                path: dir.join("config.json"),
+                source,
+            }
+        })?;
+        let config = config::parse(&config_text)
+            .map_err(|e| ModelError::Format(format!("{}/config.json: {e}", dir.display())))?;
+        let tokenizer = config::tokenizer(dir)?;
+        let preprocessor = Preprocessor::load(dir).map_err(|e| ModelError::Format(e.to_string()))?;
+        let weights = weights_file(dir)?;
+        let vb = if weights.extension().is_some_and(|e| e == "safetensors") {
+            // SAFETY: the file is memory-mapped read-only and not changed while loaded.
+            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
+        } else {
+            VarBuilder::from_pth(&weights, DType::F32, device)
+        }
+        .map_err(|e| ModelError::Weights(dir.to_owned(), Box::new(e)))?;
+        let model = ChineseClipModel::new(vb, &config)
+            .map_err(|e| ModelError::Weights(dir.to_owned(), Box::new(e)))?;
+        Ok(Self {
+            model,
+            tokenizer,
+            preprocessor,
+            device: device.clone(),
+            fingerprint: fingerprint(&config_text, &weights)?,
+        })
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    pub fn preprocessor(&self) -> &Preprocessor {
+        &self.preprocessor
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Projected features `(batch, dim)` of pixel tensors `(batch, 3, side, side)`,
+    /// as `get_image_features` returns them (not normalised).
+    pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(self.model.get_image_features(pixels)?)
+    }
+
+    /// Normalised features of a batch of decoded photos.
+    pub fn embed_images(&self, images: &[DynamicImage]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let pixels: Vec<Tensor> = images
+            .iter()
+            .map(|img| self.preprocessor.pixels(img, &self.device))
+            .collect::<Result<_, _>>()?;
+        let batch = Tensor::stack(&pixels, 0).map_err(ModelError::from)?;
+        let features = self.image_features(&batch)?;
+        Ok(normalize(&features).and_then(|f| f.to_vec2()).map_err(ModelError::from)?)
+    }
+
+    /// The normalised feature of one decoded photo.
+    pub fn embed_image(&self, img: &DynamicImage) -> Result<Vec<f32>, EmbedError> {
+        Ok(self.embed_images(std::slice::from_ref(img))?.swap_remove(0))
+    }
+
+    /// Token ids of a text: `[CLS] … [SEP]`, at most [`CONTEXT_LENGTH`].
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| ModelError::Format(format!("tokenizer: {e}")))?;
+        let mut ids = encoding.get_ids().to_vec();
+        if ids.len() > CONTEXT_LENGTH {
+            // Keep [SEP] at the end, as the reference truncation does.
+            let sep = *ids.last().expect("not empty");
+            ids.truncate(CONTEXT_LENGTH - 1);
+            ids.push(sep);
+        }
+        Ok(ids)
+    }
+
+    /// Projected features `(texts, dim)`, as `get_text_features` returns them
+    /// for a padded batch with its attention mask (not normalised).
+    pub fn text_features(&self, texts: &[String]) -> Result<Tensor, ModelError> {
+        let mut out = Vec::new();
+        for chunk in texts.chunks(TEXT_BATCH) {
+            let ids: Vec<Vec<u32>> = chunk.iter().map(|t| self.tokenize(t)).collect::<Result<_, _>>()?;
+            let len = ids.iter().map(Vec::len).max().unwrap_or(1);
+            let mut flat = Vec::with_capacity(ids.len() * len);
+            let mut mask = Vec::with_capacity(ids.len() * len);
+            for row in &ids {
+                flat.extend(row.iter().copied().chain(std::iter::repeat(0).take(len - row.len())));
+                mask.extend((0..len).map(|i| u32::from(i < row.len())));
+            }
+            let input = Tensor::from_vec(flat, (ids.len(), len), &self.device)?;
+            let mask = Tensor::from_vec(mask, (ids.len(), len), &self.device)?;
+            out.push(self.model.get_text_features(&input, None, Some(&mask))?);
+        }
+        Ok(Tensor::cat(&out, 0)?)
+    }
+
+    /// Normalised features of texts.
+    pub fn embed_texts(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(normalize(&self.text_features(texts)?)?.to_vec2()?)
+    }
+}
+
+/// Either side of embedding a photo can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error(transparent)]
+    Photo(#[from] PhotoError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+fn normalize(features: &Tensor) -> candle_core::Result<Tensor> {
+    let norm = features.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    features.broadcast_div(&norm)
+}
+
+/// `model.safetensors`, else `pytorch_model.bin`.
+fn weights_file(dir: &Path) -> Result<PathBuf, ModelError> {
+    ["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.exists())
+        .ok_or_else(|| ModelError::MissingFile {
+            path: dir.join("model.safetensors"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "neither model.safetensors nor pytorch_model.bin is there",
+            ),
+        })
+}
+
+/// A hash of the config and of the weights file's size and first mebibyte:
+/// cheap, and different for different weights in practice.
+fn fingerprint(config: &str, weights: &Path) -> Result<String, ModelError> {
+    use std::io::Read;
+    let io = |source| ModelError::MissingFile {
+        path: weights.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(weights).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut head = Vec::with_capacity(1 << 20);
+    file.take(1 << 20).read_to_end(&mut head).map_err(io)?;
+    let mut h = Sha256::new();
+    h.update(config.as_bytes());
+    h.update(len.to_le_bytes());
+    h.update(&head);
+    Ok(h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect())
+}
