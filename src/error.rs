@@ -62,6 +62,17 @@ impl From<candle_core::Error> for ModelError {
 }
 
 #[derive(Debug, thiserror::Error)]
+pub enum KeywordError {
+    #[error("cannot read the keyword file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the keyword file {path} is not in a known format: {message}")]
+    Format { path: PathBuf, message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum PoemError {
     #[error("{0}")]
     Acrostic(String),
@@ -80,6 +91,8 @@ pub enum Error {
     #[error(transparent)]
     Photo(#[from] PhotoError),
     #[error(transparent)]
+    Keywords(#[from] KeywordError),
+    #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
     Poem(#[from] PoemError),
@@ -97,6 +110,7 @@ impl Error {
             Error::Config(_)
             | Error::Input(_)
             | Error::Photo(_)
+            | Error::Keywords(_)
             | Error::Poem(PoemError::Acrostic(_)) => 2,
             Error::Model(_) | Error::Poem(_) | Error::NotBuilt(_) => 1,
         }

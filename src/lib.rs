@@ -14,5 +14,7 @@ pub mod config;
 pub mod device;
 pub mod embedding;
 pub mod error;
+pub mod keywords;
 pub mod photo;
+pub mod pipeline;
 pub mod poem;

@@ -1,7 +1,7 @@
 //! The `yingshi` command: parse the CLI, load settings, start logging, dispatch.
 //! Errors print with their causes and map to exit codes (2: bad input).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -9,8 +9,9 @@ use tracing_subscriber::EnvFilter;
 use yingshi::bench::PoemBench;
 use yingshi::config::Config;
 use yingshi::error::Error;
+use yingshi::pipeline::{Matcher, Pipeline, PoemOptions};
 use yingshi::poem::eval::{evaluate, EvalCase};
-use yingshi::poem::{checker, Form, PoemRequest, Poet, Sampling};
+use yingshi::poem::{checker, Form, Poet, Sampling};
 
 #[derive(Parser)]
 #[command(
@@ -32,8 +33,8 @@ enum Command {
     Bot,
     /// Write a poem from keywords or a photo.
     Poem(PoemArgs),
-    /// Match a photo against the keyword vocabulary.
-    Keywords,
+    /// Match a photo against the keyword vocabulary (Chinese-CLIP).
+    Keywords(KeywordsArgs),
     /// Check a poem against the strict rules of 近体诗 (exit 0 when it passes).
     Check {
         /// The poem: lines separated by newlines, spaces or punctuation.
@@ -46,6 +47,32 @@ enum Command {
     Bench(BenchArgs),
     /// Measure poem quality on held-out keyword sets (the README's table).
     Eval(EvalArgs),
+}
+
+/// Where the photo matcher's model and vocabulary come from.
+#[derive(clap::Args)]
+struct MatcherArgs {
+    /// A Chinese-CLIP directory in the Hugging Face layout (default: models.clip_dir, else the hub).
+    #[arg(long, value_name = "DIR")]
+    clip_model: Option<PathBuf>,
+    /// A keyword vocabulary (keywords/default.txt's format, or one keyword a line).
+    #[arg(long, value_name = "FILE")]
+    keywords_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct KeywordsArgs {
+    /// The photo.
+    #[arg(long, value_name = "PATH")]
+    image: PathBuf,
+    /// How many keywords (default: keywords.top_k).
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[command(flatten)]
+    matcher: MatcherArgs,
+    /// Print {"keywords":[{"keyword":…,"score":…},…]}, best first.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -71,6 +98,8 @@ struct PoemArgs {
     /// A poem model directory (default: models.poet_dir, the shipped model).
     #[arg(long, value_name = "DIR")]
     poet_model: Option<PathBuf>,
+    #[command(flatten)]
+    matcher: MatcherArgs,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -139,18 +168,50 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Bot => Err(Error::NotBuilt("bot")),
         Command::Poem(args) => poem(&config, args),
-        Command::Keywords => Err(Error::NotBuilt("keywords")),
+        Command::Keywords(args) => keywords(&config, args),
         Command::Check { poem, json } => Ok(check(&poem, json)),
         Command::Bench(args) => bench(&config, args),
         Command::Eval(args) => eval(&config, args),
     }
 }
 
-fn poem(config: &Config, args: PoemArgs) -> Result<ExitCode, Error> {
-    if args.image.is_some() {
-        return Err(Error::NotBuilt("poem --image"));
+fn device(config: &Config) -> Result<candle_core::Device, Error> {
+    yingshi::device::parse_device(&config.models.device).map_err(Error::Input)
+}
+
+fn read_photo(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path)
+        .map_err(|e| Error::Input(format!("cannot read the photo {}: {e}", path.display())))
+}
+
+fn load_matcher(config: &Config, args: &MatcherArgs) -> Result<Matcher, Error> {
+    Matcher::load(
+        config,
+        args.clip_model.as_deref(),
+        args.keywords_file.as_deref(),
+        &device(config)?,
+    )
+}
+
+fn keywords(config: &Config, args: KeywordsArgs) -> Result<ExitCode, Error> {
+    let top_k = args.top_k.unwrap_or(config.keywords.top_k);
+    if top_k == 0 {
+        return Err(Error::Input("--top-k must be at least 1".into()));
     }
-    let form = args.form.unwrap_or(config.poem.form);
+    let bytes = read_photo(&args.image)?;
+    let matcher = load_matcher(config, &args.matcher)?;
+    let found = matcher.match_photo(&bytes, top_k, config.keywords.diverse)?;
+    if args.json {
+        println!("{}", serde_json::json!({ "keywords": found.keywords }));
+    } else {
+        for s in &found.keywords {
+            println!("{}\t{:.4}", s.keyword, s.score);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn poem(config: &Config, args: PoemArgs) -> Result<ExitCode, Error> {
     let candidates = args.candidates.unwrap_or(config.poem.candidates);
     if !(1..=32).contains(&candidates) {
         return Err(Error::Input(format!(
@@ -164,43 +225,60 @@ fn poem(config: &Config, args: PoemArgs) -> Result<ExitCode, Error> {
         .filter(|k| !k.is_empty())
         .map(str::to_owned)
         .collect();
-    let seed = args.seed.unwrap_or_else(rand::random);
-    let mut poet = load_poet(config, args.poet_model)?;
-    let request = PoemRequest {
-        form,
-        keywords: keywords.clone(),
+    let options = PoemOptions {
+        form: args.form.unwrap_or(config.poem.form),
         acrostic: args.acrostic,
         candidates,
-        seed,
+        seed: args.seed.unwrap_or_else(rand::random),
     };
-    let ranked = poet.write(&request, sampling(config), config.poem.keyword_weight)?;
-    let best = &ranked[0];
+    let photo = args.image.as_deref().map(read_photo).transpose()?;
+    let poet = load_poet(config, args.poet_model)?;
+    let matcher = match photo {
+        Some(_) => Some(load_matcher(config, &args.matcher)?),
+        None => None,
+    };
+    let mut pipeline = Pipeline::new(config, poet, matcher);
+    let result = match &photo {
+        Some(bytes) => pipeline.poem_from_photo(bytes, keywords, &options)?,
+        None => pipeline.poem_from_keywords(keywords, &options)?,
+    };
+    let best = &result.candidates[0];
     if args.json {
-        let alternatives: Vec<_> = ranked[1..]
+        let alternatives: Vec<_> = result.candidates[1..]
             .iter()
             .map(|c| serde_json::json!({"lines": c.lines, "score": c.score}))
             .collect();
         let out = serde_json::json!({
-            "form": form.name(),
-            "keywords": keywords,
+            "form": result.form.name(),
+            "keywords": result.keywords,
             "lines": best.lines,
             "score": best.score,
             "keywords_used": best.keywords_used,
-            "seed": seed,
+            "matched": result.matched,
+            "seed": options.seed,
             "alternatives": alternatives,
         });
         println!("{out}");
     } else {
-        if !keywords.is_empty() {
-            println!("【{}】{}", form, keywords.join(" "));
+        if !result.matched.is_empty() {
+            let shown: Vec<String> = result
+                .matched
+                .iter()
+                .map(|s| format!("{} {:.3}", s.keyword, s.score))
+                .collect();
+            println!("（{}）", shown.join("  "));
+        }
+        if !result.keywords.is_empty() {
+            println!("【{}】{}", result.form, result.keywords.join(" "));
         }
         for line in &best.lines {
             println!("{line}");
         }
         eprintln!(
-            "(score {:.3}, seed {seed}; {} candidates)",
+            "(score {:.3}, seed {}; {} candidates)",
             best.score,
-            ranked.len()
+            options.seed,
+            result.candidates.len()
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -257,9 +335,8 @@ fn sampling(config: &Config) -> Sampling {
 }
 
 fn load_poet(config: &Config, dir: Option<PathBuf>) -> Result<Poet, Error> {
-    let device = yingshi::device::parse_device(&config.models.device).map_err(Error::Input)?;
     let dir = dir.unwrap_or_else(|| Config::resolve(&config.models.poet_dir));
-    Ok(Poet::load(&dir, &device)?)
+    Ok(Poet::load(&dir, &device(config)?)?)
 }
 
 fn eval(config: &Config, args: EvalArgs) -> Result<ExitCode, Error> {

@@ -124,3 +124,104 @@ fn bad_poem_arguments_are_friendly() {
     let out = yingshi().args(["poem", "--form", "十绝"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+fn with_tiny_clip(cmd: &mut Command, cache: &std::path::Path) {
+    cmd.args(["--clip-model", "tests/fixtures/clip-tiny"]);
+    cmd.env("YINGSHI_MODELS__CACHE_DIR", cache);
+}
+
+#[test]
+fn keywords_json_from_a_photo() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut cmd = yingshi();
+    cmd.args([
+        "keywords",
+        "--image",
+        "tests/fixtures/photos/chelsea.png",
+        "--top-k",
+        "5",
+        "--json",
+    ]);
+    with_tiny_clip(&mut cmd, cache.path());
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keywords = v["keywords"].as_array().unwrap();
+    assert_eq!(keywords.len(), 5);
+    let scores: Vec<f64> = keywords
+        .iter()
+        .map(|k| k["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]));
+    // Diverse by default: five topics.
+    let topics: std::collections::HashSet<_> = keywords
+        .iter()
+        .map(|k| k["topic"].as_str().unwrap())
+        .collect();
+    assert_eq!(topics.len(), 5);
+}
+
+#[test]
+fn bad_photos_exit_2_with_a_message() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("empty.png", &b""[..], "empty"),
+        ("notes.jpg", &b"hello"[..], "not an image"),
+    ];
+    for (name, bytes, says) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let mut cmd = yingshi();
+        cmd.args(["keywords", "--image", path.to_str().unwrap()]);
+        with_tiny_clip(&mut cmd, cache.path());
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains(says) && !err.contains("panicked"),
+            "{name}: {err}"
+        );
+    }
+    let mut cmd = yingshi();
+    cmd.args(["keywords", "--image", "no/such/photo.jpg"]);
+    with_tiny_clip(&mut cmd, cache.path());
+    assert_eq!(cmd.output().unwrap().status.code(), Some(2));
+}
+
+#[test]
+fn poem_from_a_photo() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut cmd = yingshi();
+    cmd.args([
+        "poem",
+        "--image",
+        "tests/fixtures/photos/rocket.jpg",
+        "--form",
+        "五绝",
+        "--seed",
+        "3",
+        "--candidates",
+        "3",
+        "--json",
+    ]);
+    with_tiny_clip(&mut cmd, cache.path());
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["matched"].as_array().unwrap().len(), 4);
+    assert_eq!(v["keywords"].as_array().unwrap().len(), 4);
+    let lines = v["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 4);
+    assert!(lines
+        .iter()
+        .all(|l| l.as_str().unwrap().chars().count() == 5));
+}

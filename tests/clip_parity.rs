@@ -24,13 +24,18 @@ fn fixtures() -> PathBuf {
 fn load() -> (ClipModel, Reference) {
     let dir = fixtures().join("clip-tiny");
     let model = ClipModel::load(&dir, &Device::Cpu).unwrap();
-    let reference = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let reference =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
     (model, reference)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -48,9 +53,17 @@ const LIMITS: PhotoLimits = PhotoLimits {
 fn image_features_equal_reference_on_the_same_pixels() {
     let (model, reference) = load();
     let n = 3 * 224 * 224;
-    let pixels: Vec<f32> = (0..n).map(|i| ((i as f64 * 0.37).sin() * 1.5) as f32).collect();
+    let pixels: Vec<f32> = (0..n)
+        .map(|i| ((i as f64 * 0.37).sin() * 1.5) as f32)
+        .collect();
     let pixels = Tensor::from_vec(pixels, (1, 3, 224, 224), &Device::Cpu).unwrap();
-    let ours: Vec<f32> = model.image_features(&pixels).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let ours: Vec<f32> = model
+        .image_features(&pixels)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let diff = max_abs_diff(&ours, &reference.synthetic);
     assert!(diff <= 1e-4, "max |Δ| {diff}");
 }
@@ -71,7 +84,11 @@ fn photos_through_our_preprocessing_match_reference() {
 #[test]
 fn preprocessing_matches_the_reference_processor() {
     let (model, _) = load();
-    let tensors = candle_core::safetensors::load(fixtures().join("clip-tiny/pixels.safetensors"), &Device::Cpu).unwrap();
+    let tensors = candle_core::safetensors::load(
+        fixtures().join("clip-tiny/pixels.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
     let expected: Vec<f32> = tensors["chelsea"].flatten_all().unwrap().to_vec1().unwrap();
     let bytes = std::fs::read(fixtures().join("photos/chelsea.png")).unwrap();
     let img = photo::decode(&bytes, LIMITS).unwrap();
@@ -94,9 +111,17 @@ fn text_features_equal_reference() {
     let (model, reference) = load();
     let texts: Vec<String> = reference.texts.keys().cloned().collect();
     for text in &texts {
-        assert_eq!(model.tokenize(text).unwrap(), reference.token_ids[text], "{text}");
+        assert_eq!(
+            model.tokenize(text).unwrap(),
+            reference.token_ids[text],
+            "{text}"
+        );
     }
-    let features = model.text_features(&texts).unwrap().to_vec2::<f32>().unwrap();
+    let features = model
+        .text_features(&texts)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     for (text, ours) in texts.iter().zip(&features) {
         let diff = max_abs_diff(ours, &reference.texts[text]);
         assert!(diff <= 1e-4, "{text}: max |Δ| {diff}");
@@ -109,7 +134,11 @@ fn features_depend_on_the_input() {
     let (_, reference) = load();
     let a = &reference.texts["春风"];
     let b = &reference.texts["咖啡"];
-    assert!(cosine(a, b) < 0.95, "text features too alike: {}", cosine(a, b));
+    assert!(
+        cosine(a, b) < 0.95,
+        "text features too alike: {}",
+        cosine(a, b)
+    );
     let p = &reference.photos["chelsea.png"];
     let q = &reference.photos["rocket.jpg"];
     assert!(cosine(p, q) < 0.95);

@@ -168,7 +168,10 @@ pub fn tokenizer(dir: &Path) -> Result<Tokenizer, ModelError> {
     if !vocab.exists() {
         return Err(ModelError::MissingFile {
             path: vocab,
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no vocab.txt or tokenizer.json"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no vocab.txt or tokenizer.json",
+            ),
         });
     }
     let bad = |e: Box<dyn std::error::Error + Send + Sync>| {
@@ -188,6 +191,9 @@ pub fn tokenizer(dir: &Path) -> Result<Tokenizer, ModelError> {
     tokenizer
         .with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
         .with_pre_tokenizer(Some(BertPreTokenizer))
-        .with_post_processor(Some(BertProcessing::new(("[SEP]".into(), sep), ("[CLS]".into(), cls))));
+        .with_post_processor(Some(BertProcessing::new(
+            ("[SEP]".into(), sep),
+            ("[CLS]".into(), cls),
+        )));
     Ok(tokenizer)
 }

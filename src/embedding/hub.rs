@@ -34,15 +34,14 @@ pub fn locate(source: &ClipSource) -> Result<PathBuf, ModelError> {
             Ok(dir.clone())
         }
         ClipSource::Hub { repo, revision } => {
-            let repo = Repo::with_revision(repo.clone(), RepoType::Model, revision.clone());
-            if let Some(dir) = cached(&repo) {
+            let hub_repo = Repo::with_revision(repo.clone(), RepoType::Model, revision.clone());
+            if let Some(dir) = cached(&hub_repo) {
                 return Ok(dir);
             }
-            download(&repo).map_err(|why| {
+            download(&hub_repo).map_err(|why| {
                 ModelError::ClipUnavailable(format!(
-                    "cannot download {} from the Hugging Face hub ({why}). Offline, download it \
+                    "cannot download {repo} from the Hugging Face hub ({why}). Offline, download it \
                      elsewhere and point --clip-model (or models.clip_dir) at a directory with {}",
-                    repo.folder_name(),
                     needed()
                 ))
             })
@@ -51,14 +50,22 @@ pub fn locate(source: &ClipSource) -> Result<PathBuf, ModelError> {
 }
 
 fn needed() -> String {
-    format!("{} and {} or {}", REQUIRED.join(", "), WEIGHTS[0], WEIGHTS[1])
+    format!(
+        "{} and {} or {}",
+        REQUIRED.join(", "),
+        WEIGHTS[0],
+        WEIGHTS[1]
+    )
 }
 
 /// The snapshot directory when every needed file is already in the cache.
 fn cached(repo: &Repo) -> Option<PathBuf> {
     let cache = Cache::from_env().repo(repo.clone());
     let config = cache.get(REQUIRED[0])?;
-    REQUIRED[1..].iter().all(|f| cache.get(f).is_some()).then_some(())?;
+    REQUIRED[1..]
+        .iter()
+        .all(|f| cache.get(f).is_some())
+        .then_some(())?;
     WEIGHTS.iter().find_map(|f| cache.get(f))?;
     config.parent().map(Path::to_path_buf)
 }

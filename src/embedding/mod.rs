@@ -50,7 +50,8 @@ impl ClipModel {
         let config = config::parse(&config_text)
             .map_err(|e| ModelError::Format(format!("{}/config.json: {e}", dir.display())))?;
         let tokenizer = config::tokenizer(dir)?;
-        let preprocessor = Preprocessor::load(dir).map_err(|e| ModelError::Format(e.to_string()))?;
+        let preprocessor =
+            Preprocessor::load(dir).map_err(|e| ModelError::Format(e.to_string()))?;
         let weights = weights_file(dir)?;
         let vb = if weights.extension().is_some_and(|e| e == "safetensors") {
             // SAFETY: the file is memory-mapped read-only and not changed while loaded.
@@ -96,7 +97,9 @@ impl ClipModel {
             .collect::<Result<_, _>>()?;
         let batch = Tensor::stack(&pixels, 0).map_err(ModelError::from)?;
         let features = self.image_features(&batch)?;
-        Ok(normalize(&features).and_then(|f| f.to_vec2()).map_err(ModelError::from)?)
+        Ok(normalize(&features)
+            .and_then(|f| f.to_vec2())
+            .map_err(ModelError::from)?)
     }
 
     /// The normalised feature of one decoded photo.
@@ -125,12 +128,19 @@ impl ClipModel {
     pub fn text_features(&self, texts: &[String]) -> Result<Tensor, ModelError> {
         let mut out = Vec::new();
         for chunk in texts.chunks(TEXT_BATCH) {
-            let ids: Vec<Vec<u32>> = chunk.iter().map(|t| self.tokenize(t)).collect::<Result<_, _>>()?;
+            let ids: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|t| self.tokenize(t))
+                .collect::<Result<_, _>>()?;
             let len = ids.iter().map(Vec::len).max().unwrap_or(1);
             let mut flat = Vec::with_capacity(ids.len() * len);
             let mut mask = Vec::with_capacity(ids.len() * len);
             for row in &ids {
-                flat.extend(row.iter().copied().chain(std::iter::repeat(0).take(len - row.len())));
+                flat.extend(
+                    row.iter()
+                        .copied()
+                        .chain(std::iter::repeat_n(0, len - row.len())),
+                );
                 mask.extend((0..len).map(|i| u32::from(i < row.len())));
             }
             let input = Tensor::from_vec(flat, (ids.len(), len), &self.device)?;
@@ -194,5 +204,9 @@ fn fingerprint(config: &str, weights: &Path) -> Result<String, ModelError> {
     h.update(config.as_bytes());
     h.update(len.to_le_bytes());
     h.update(&head);
-    Ok(h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect())
+    Ok(h.finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }

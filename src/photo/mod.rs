@@ -58,7 +58,9 @@ pub fn decode(bytes: &[u8], limits: PhotoLimits) -> Result<DynamicImage, PhotoEr
     // RGBA in 16 bits a channel at most, plus the decoder's own buffers.
     bounds.max_alloc = Some((limits.max_megapixels * 1e6 * 8.0) as u64 + (64 << 20));
     decoder.set_limits(bounds).map_err(classify)?;
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(classify)?;
     img.apply_orientation(orientation);
     Ok(img)
@@ -67,7 +69,9 @@ pub fn decode(bytes: &[u8], limits: PhotoLimits) -> Result<DynamicImage, PhotoEr
 fn classify(e: image::ImageError) -> PhotoError {
     match e {
         image::ImageError::Unsupported(u) => PhotoError::Unsupported(u.to_string()),
-        image::ImageError::Limits(l) => PhotoError::Unreadable(format!("over the decoding limits: {l}")),
+        image::ImageError::Limits(l) => {
+            PhotoError::Unreadable(format!("over the decoding limits: {l}"))
+        }
         other => PhotoError::Unreadable(other.to_string()),
     }
 }
@@ -111,7 +115,7 @@ impl Default for Preprocessor {
             rescale_factor: 1.0 / 255.0,
             do_normalize: true,
             image_mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
-            image_std: [0.268_629_54, 0.261_302_58, 0.275_777_11],
+            image_std: [0.268_629_54, 0.261_302_6, 0.275_777_1],
         }
     }
 }
@@ -129,7 +133,11 @@ impl Preprocessor {
 
     /// The square side the model sees.
     pub fn output_side(&self) -> u32 {
-        self.crop_size.height.or(self.size.height).or(self.size.shortest_edge).unwrap_or(224)
+        self.crop_size
+            .height
+            .or(self.size.height)
+            .or(self.size.shortest_edge)
+            .unwrap_or(224)
     }
 
     /// `(3, side, side)` pixels, normalised.

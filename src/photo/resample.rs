@@ -102,13 +102,18 @@ mod tests {
         for (i, o) in [(640, 224), (224, 640), (300, 224), (7, 3)] {
             for (_, k) in coefficients(i, o) {
                 let sum: i64 = k.iter().sum();
-                assert!((sum - (1 << PRECISION_BITS)).abs() <= k.len() as i64, "{i}->{o}: {sum}");
+                assert!(
+                    (sum - (1 << PRECISION_BITS)).abs() <= k.len() as i64,
+                    "{i}->{o}: {sum}"
+                );
             }
         }
         let img = RgbImage::from_fn(9, 5, |x, y| Rgb([(x * 20) as u8, (y * 40) as u8, 7]));
         assert_eq!(resize_bicubic(&img, 9, 5), img);
         // A flat image stays flat at any size.
         let flat = RgbImage::from_pixel(31, 17, Rgb([90, 120, 200]));
-        assert!(resize_bicubic(&flat, 12, 40).pixels().all(|p| *p == Rgb([90, 120, 200])));
+        assert!(resize_bicubic(&flat, 12, 40)
+            .pixels()
+            .all(|p| *p == Rgb([90, 120, 200])));
     }
 }
