@@ -7,7 +7,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::embedding::ClipModel;
 use crate::error::Error;
+use crate::keywords::Vocabulary;
+use crate::photo::{self, PhotoLimits};
 use crate::poem::{Form, PoemRequest, Poet, Sampling};
 
 #[derive(Debug, Serialize)]
@@ -53,9 +56,8 @@ impl PoemBench<'_> {
 
     /// The same work in Python `transformers`, or why it could not run.
     pub fn run_python(&self, python: &str) -> Result<PoemTiming, String> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/reference.py");
         let mut cmd = Command::new(python);
-        cmd.arg(&script)
+        cmd.arg(reference_script())
             .arg("poem")
             .arg("--model")
             .arg(self.model_dir)
@@ -64,12 +66,100 @@ impl PoemBench<'_> {
             .args(["--form", self.form.name()])
             .arg("--keywords")
             .args(&self.keywords);
-        run_reference(cmd)
+        let v = run_reference(cmd)?;
+        Ok(PoemTiming {
+            ms_per_poem: field(&v, "ms_per_poem")?,
+            tokens_per_s: field(&v, "tokens_per_s")?,
+        })
     }
 }
 
+#[derive(Debug, Serialize)]
+pub struct ClipTiming {
+    /// Decode, preprocess and embed one photo (batch 1).
+    pub image_ms: f64,
+    /// Embed every prompt of the vocabulary, no cache.
+    pub vocabulary_s: f64,
+}
+
+pub struct ClipBench<'a> {
+    pub model_dir: &'a Path,
+    pub photos_dir: &'a Path,
+    pub vocabulary: &'a Path,
+    pub images: usize,
+}
+
+impl ClipBench<'_> {
+    fn photos(&self) -> Result<Vec<Vec<u8>>, Error> {
+        let mut paths: Vec<_> = std::fs::read_dir(self.photos_dir)
+            .map_err(|e| Error::Input(format!("{}: {e}", self.photos_dir.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| std::fs::read(p).map_err(|e| Error::Input(format!("{}: {e}", p.display()))))
+            .collect()
+    }
+
+    pub fn run_rust(&self, clip: &ClipModel) -> Result<ClipTiming, Error> {
+        let photos = self.photos()?;
+        let limits = PhotoLimits {
+            max_bytes: 25 << 20,
+            max_megapixels: 40.0,
+        };
+        let embed = |bytes: &[u8]| -> Result<(), Error> {
+            let img = photo::decode(bytes, limits)?;
+            clip.embed_image(&img).map_err(|e| Error::Input(e.to_string()))?;
+            Ok(())
+        };
+        embed(&photos[0])?;
+        let start = Instant::now();
+        for i in 0..self.images {
+            embed(&photos[i % photos.len()])?;
+        }
+        let image_ms = start.elapsed().as_secs_f64() * 1000.0 / self.images as f64;
+        let vocabulary = Vocabulary::load(self.vocabulary)?;
+        let mut prompts: Vec<String> = vocabulary.keywords.into_iter().flat_map(|k| k.prompts).collect();
+        prompts.sort();
+        prompts.dedup();
+        let start = Instant::now();
+        clip.embed_texts(&prompts)?;
+        Ok(ClipTiming {
+            image_ms,
+            vocabulary_s: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    pub fn run_python(&self, python: &str) -> Result<ClipTiming, String> {
+        let mut cmd = Command::new(python);
+        cmd.arg(reference_script())
+            .arg("clip")
+            .arg("--model")
+            .arg(self.model_dir)
+            .arg("--photos")
+            .arg(self.photos_dir)
+            .arg("--vocabulary")
+            .arg(self.vocabulary)
+            .args(["--images", &self.images.to_string()]);
+        let v = run_reference(cmd)?;
+        Ok(ClipTiming {
+            image_ms: field(&v, "image_ms")?,
+            vocabulary_s: field(&v, "vocabulary_s")?,
+        })
+    }
+}
+
+fn reference_script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/reference.py")
+}
+
+fn field(v: &serde_json::Value, key: &str) -> Result<f64, String> {
+    v[key].as_f64().ok_or_else(|| format!("reference output lacks {key}: {v}"))
+}
+
 /// Runs a reference script and reads the JSON line it prints last.
-fn run_reference(mut cmd: Command) -> Result<PoemTiming, String> {
+fn run_reference(mut cmd: Command) -> Result<serde_json::Value, String> {
     let out = cmd
         .output()
         .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
@@ -80,14 +170,5 @@ fn run_reference(mut cmd: Command) -> Result<PoemTiming, String> {
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(line)
-        .map_err(|e| format!("unreadable reference output ({e}): {line}"))?;
-    let get = |k: &str| {
-        v[k].as_f64()
-            .ok_or_else(|| format!("reference output lacks {k}: {line}"))
-    };
-    Ok(PoemTiming {
-        ms_per_poem: get("ms_per_poem")?,
-        tokens_per_s: get("tokens_per_s")?,
-    })
+    serde_json::from_str(line).map_err(|e| format!("unreadable reference output ({e}): {line}"))
 }

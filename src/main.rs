@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use yingshi::bench::PoemBench;
+use yingshi::bench::{ClipBench, PoemBench};
 use yingshi::config::Config;
 use yingshi::error::Error;
 use yingshi::pipeline::{Matcher, Pipeline, PoemOptions};
@@ -139,6 +139,13 @@ struct BenchArgs {
     python: String,
     #[arg(long, value_name = "DIR")]
     poet_model: Option<PathBuf>,
+    /// Also time Chinese-CLIP from this directory (tools/make_bench_models.py
+    /// writes a full-size random ViT-B/16).
+    #[arg(long, value_name = "DIR")]
+    clip_model: Option<PathBuf>,
+    /// Photos embedded one at a time in the CLIP timing.
+    #[arg(long, default_value_t = 10)]
+    images: usize,
 }
 
 fn main() -> ExitCode {
@@ -319,6 +326,33 @@ fn bench(config: &Config, args: BenchArgs) -> Result<ExitCode, Error> {
             println!(
                 "  time ratio rust/python {:>9.2}×",
                 rust.ms_per_poem / py.ms_per_poem
+            );
+        }
+        Err(why) => println!("  python transformers    not run: {why}"),
+    }
+    let Some(clip_dir) = &args.clip_model else {
+        println!("chinese-clip: not timed (pass --clip-model DIR)");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let clip = yingshi::embedding::ClipModel::load(clip_dir, &device(config)?)?;
+    let photos = Config::resolve("tests/fixtures/photos");
+    let vocabulary = Config::resolve(&config.keywords.vocabulary);
+    let clip_bench = ClipBench {
+        model_dir: clip_dir,
+        photos_dir: &photos,
+        vocabulary: &vocabulary,
+        images: args.images,
+    };
+    println!("chinese-clip {}: {} photos one at a time; the keyword vocabulary", clip_dir.display(), args.images);
+    let rust = clip_bench.run_rust(&clip)?;
+    println!("  rust                   {:>9.1} ms/photo {:>8.2} s vocabulary", rust.image_ms, rust.vocabulary_s);
+    match clip_bench.run_python(&args.python) {
+        Ok(py) => {
+            println!("  python transformers    {:>9.1} ms/photo {:>8.2} s vocabulary", py.image_ms, py.vocabulary_s);
+            println!(
+                "  time ratio rust/python {:>9.2}× photo {:>8.2}× vocabulary",
+                rust.image_ms / py.image_ms,
+                rust.vocabulary_s / py.vocabulary_s
             );
         }
         Err(why) => println!("  python transformers    not run: {why}"),

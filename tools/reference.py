@@ -1,6 +1,7 @@
 """The Python `transformers` reference pipeline, timed for `yingshi bench`.
 
     python tools/reference.py poem --model models/poet-t5 --poems 10 --candidates 8 --form 七绝
+    python tools/reference.py clip --model DIR --photos tests/fixtures/photos --vocabulary keywords/default.txt
 
 Prints one JSON line: {"ms_per_poem": …, "tokens_per_s": …, …}. The poem side is
 what the prototype did: each line sampled with `generate` (temperature, top-p),
@@ -66,6 +67,63 @@ def bench_poem(args):
     }, ensure_ascii=False))
 
 
+def vocabulary_prompts(path):
+    """The prompts of keywords/default.txt (or the words of a plain list), in file order."""
+    lines = [l.strip() for l in open(path, encoding="utf-8")]
+    structured = any(l.startswith("[") for l in lines)
+    prompts = []
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        if not structured:
+            prompts.append(line)
+            continue
+        for entry in line.split("]", 1)[1].split("|"):
+            entry = entry.strip()
+            if not entry:
+                continue
+            word, _, rest = entry.partition(":")
+            ps = [p.strip() for p in rest.split(";") if p.strip()]
+            prompts.extend(ps or [word.strip()])
+    return prompts
+
+
+def bench_clip(args):
+    from pathlib import Path
+    from PIL import Image
+    from transformers import BertTokenizer, ChineseCLIPModel
+    from transformers.models.chinese_clip.image_processing_pil_chinese_clip import ChineseCLIPImageProcessorPil
+
+    torch.set_num_threads(args.threads)
+    model = ChineseCLIPModel.from_pretrained(args.model, dtype=torch.float32).eval()
+    processor = ChineseCLIPImageProcessorPil.from_pretrained(args.model)
+    tokenizer = BertTokenizer.from_pretrained(args.model)
+    photos = sorted(Path(args.photos).iterdir())
+    prompts = sorted(set(vocabulary_prompts(args.vocabulary)))
+
+    def embed_photo(path):
+        image = Image.open(path)
+        pixels = processor(images=image, return_tensors="pt")["pixel_values"]
+        out = model.get_image_features(pixel_values=pixels)
+        out = getattr(out, "pooler_output", out)
+        return out / out.norm(dim=-1, keepdim=True)
+
+    with torch.no_grad():
+        embed_photo(photos[0])  # warm-up
+        start = time.perf_counter()
+        for i in range(args.images):
+            embed_photo(photos[i % len(photos)])
+        image_ms = (time.perf_counter() - start) * 1000 / args.images
+        start = time.perf_counter()
+        for i in range(0, len(prompts), 64):
+            enc = tokenizer(prompts[i:i + 64], padding=True, truncation=True, max_length=52, return_tensors="pt")
+            out = model.get_text_features(**enc)
+            out = getattr(out, "pooler_output", out)
+        vocab_s = time.perf_counter() - start
+    print(json.dumps({"image_ms": image_ms, "vocabulary_s": vocab_s, "prompts": len(prompts),
+                      "threads": torch.get_num_threads()}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="what", required=True)
@@ -76,9 +134,17 @@ def main():
     p.add_argument("--form", default="七绝")
     p.add_argument("--keywords", nargs="*", default=["春风", "明月"])
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    c = sub.add_parser("clip")
+    c.add_argument("--model", required=True)
+    c.add_argument("--photos", required=True)
+    c.add_argument("--vocabulary", required=True)
+    c.add_argument("--images", type=int, default=10)
+    c.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     if args.what == "poem":
         bench_poem(args)
+    else:
+        bench_clip(args)
 
 
 if __name__ == "__main__":

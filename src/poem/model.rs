@@ -106,9 +106,16 @@ impl PoetModel {
                 "sources of a batch differ in length".into(),
             ));
         }
-        let flat: Vec<u32> = sources.concat();
-        let input = Tensor::from_vec(flat, (sources.len(), len), &self.device)?;
-        Ok(self.t5.encode(&input)?)
+        // The first line of every candidate has the same source: encode it once.
+        let rows = sources.len();
+        let distinct = if sources.iter().all(|s| s == &sources[0]) { &sources[..1] } else { sources };
+        let input = Tensor::from_vec(distinct.concat(), (distinct.len(), len), &self.device)?;
+        let encoded = self.t5.encode(&input)?;
+        if distinct.len() == rows {
+            return Ok(encoded);
+        }
+        let (_, len, dim) = encoded.dims3()?;
+        Ok(encoded.broadcast_as((rows, len, dim))?.contiguous()?)
     }
 
     /// One decoder step for every row: feeds the last token of each row and
