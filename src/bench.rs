@@ -110,7 +110,8 @@ impl ClipBench<'_> {
         };
         let embed = |bytes: &[u8]| -> Result<(), Error> {
             let img = photo::decode(bytes, limits)?;
-            clip.embed_image(&img).map_err(|e| Error::Input(e.to_string()))?;
+            clip.embed_image(&img)
+                .map_err(|e| Error::Input(e.to_string()))?;
             Ok(())
         };
         embed(&photos[0])?;
@@ -120,7 +121,11 @@ impl ClipBench<'_> {
         }
         let image_ms = start.elapsed().as_secs_f64() * 1000.0 / self.images as f64;
         let vocabulary = Vocabulary::load(self.vocabulary)?;
-        let mut prompts: Vec<String> = vocabulary.keywords.into_iter().flat_map(|k| k.prompts).collect();
+        let mut prompts: Vec<String> = vocabulary
+            .keywords
+            .into_iter()
+            .flat_map(|k| k.prompts)
+            .collect();
         prompts.sort();
         prompts.dedup();
         let start = Instant::now();
@@ -155,7 +160,9 @@ fn reference_script() -> std::path::PathBuf {
 }
 
 fn field(v: &serde_json::Value, key: &str) -> Result<f64, String> {
-    v[key].as_f64().ok_or_else(|| format!("reference output lacks {key}: {v}"))
+    v[key]
+        .as_f64()
+        .ok_or_else(|| format!("reference output lacks {key}: {v}"))
 }
 
 /// Runs a reference script and reads the JSON line it prints last.

@@ -10,6 +10,7 @@
 //! Nothing here knows about Discord; the bot only calls [`pipeline`].
 
 pub mod bench;
+pub mod bot;
 pub mod config;
 pub mod device;
 pub mod embedding;
@@ -18,3 +19,4 @@ pub mod keywords;
 pub mod photo;
 pub mod pipeline;
 pub mod poem;
+pub mod worker;

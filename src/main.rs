@@ -343,12 +343,22 @@ fn bench(config: &Config, args: BenchArgs) -> Result<ExitCode, Error> {
         vocabulary: &vocabulary,
         images: args.images,
     };
-    println!("chinese-clip {}: {} photos one at a time; the keyword vocabulary", clip_dir.display(), args.images);
+    println!(
+        "chinese-clip {}: {} photos one at a time; the keyword vocabulary",
+        clip_dir.display(),
+        args.images
+    );
     let rust = clip_bench.run_rust(&clip)?;
-    println!("  rust                   {:>9.1} ms/photo {:>8.2} s vocabulary", rust.image_ms, rust.vocabulary_s);
+    println!(
+        "  rust                   {:>9.1} ms/photo {:>8.2} s vocabulary",
+        rust.image_ms, rust.vocabulary_s
+    );
     match clip_bench.run_python(&args.python) {
         Ok(py) => {
-            println!("  python transformers    {:>9.1} ms/photo {:>8.2} s vocabulary", py.image_ms, py.vocabulary_s);
+            println!(
+                "  python transformers    {:>9.1} ms/photo {:>8.2} s vocabulary",
+                py.image_ms, py.vocabulary_s
+            );
             println!(
                 "  time ratio rust/python {:>9.2}× photo {:>8.2}× vocabulary",
                 rust.image_ms / py.image_ms,

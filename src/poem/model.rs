@@ -108,7 +108,11 @@ impl PoetModel {
         }
         // The first line of every candidate has the same source: encode it once.
         let rows = sources.len();
-        let distinct = if sources.iter().all(|s| s == &sources[0]) { &sources[..1] } else { sources };
+        let distinct = if sources.iter().all(|s| s == &sources[0]) {
+            &sources[..1]
+        } else {
+            sources
+        };
         let input = Tensor::from_vec(distinct.concat(), (distinct.len(), len), &self.device)?;
         let encoded = self.t5.encode(&input)?;
         if distinct.len() == rows {

@@ -1,0 +1,234 @@
+//! Per-channel settings and keyword lists, held in a `DashMap` and saved as a
+//! JSON snapshot (written to a temporary file, then renamed over the old one)
+//! on every change, so a restart — clean or not — loses nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::poem::Form;
+
+/// A channel's settings; `None` means the bot's default from the config.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChannelSettings {
+    /// The vocabulary photos are matched against; `None`: the built-in one.
+    pub keywords: Option<Vec<String>>,
+    pub top_k: Option<usize>,
+    pub form: Option<Form>,
+    pub candidates: Option<usize>,
+    /// Whether photo posts get a poem without a mention.
+    pub auto_reply: bool,
+    /// Seconds a user waits between requests in this channel.
+    pub user_cooldown_secs: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SettingError {
+    #[error("unknown setting `{0}`; the settings are top_k, form, candidates, auto_reply, user_cooldown")]
+    UnknownKey(String),
+    #[error("`{key}` must be {expected}; `{value}` is not")]
+    BadValue {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+impl ChannelSettings {
+    /// Sets one setting from its text form, as `/config set` receives it.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), SettingError> {
+        let bad = |key, expected| SettingError::BadValue {
+            key,
+            value: value.to_owned(),
+            expected,
+        };
+        let number = |key, min: usize, max: usize, expected| {
+            value
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| bad(key, expected))
+        };
+        match key {
+            "top_k" => self.top_k = Some(number("top_k", 1, 16, "a whole number from 1 to 16")?),
+            "candidates" => {
+                self.candidates = Some(number("candidates", 1, 16, "a whole number from 1 to 16")?)
+            }
+            "user_cooldown" => {
+                self.user_cooldown_secs =
+                    Some(number("user_cooldown", 0, 3600, "seconds, from 0 to 3600")? as u64)
+            }
+            "form" => {
+                self.form = Some(
+                    value
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad("form", "one of 五绝, 七绝, 五律, 七律"))?,
+                )
+            }
+            "auto_reply" => {
+                self.auto_reply = match value.trim() {
+                    "on" | "true" | "yes" | "开" => true,
+                    "off" | "false" | "no" | "关" => false,
+                    _ => return Err(bad("auto_reply", "on or off")),
+                }
+            }
+            other => return Err(SettingError::UnknownKey(other.to_owned())),
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot save the bot's settings to {path}: {source}")]
+pub struct SaveError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+pub struct ChannelState {
+    channels: DashMap<u64, ChannelSettings>,
+    path: PathBuf,
+    /// One snapshot write at a time, so an older one never lands last.
+    writing: Mutex<()>,
+}
+
+impl ChannelState {
+    /// Loads the snapshot; a missing file is an empty state, a damaged one an
+    /// error (so that it is never overwritten by an empty state).
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let mut channels = DashMap::new();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let saved: BTreeMap<u64, ChannelSettings> =
+                    serde_json::from_str(&text).map_err(|e| {
+                        format!(
+                            "the settings file {} is damaged ({e}); move it away to start afresh",
+                            path.display()
+                        )
+                    })?;
+                channels.extend(saved);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(format!(
+                    "cannot read the settings file {}: {e}",
+                    path.display()
+                ))
+            }
+        }
+        Ok(Self {
+            channels,
+            path: path.to_owned(),
+            writing: Mutex::new(()),
+        })
+    }
+
+    pub fn get(&self, channel: u64) -> ChannelSettings {
+        self.channels
+            .get(&channel)
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// Changes a channel's settings and saves the snapshot; returns the new settings.
+    pub fn update<T>(
+        &self,
+        channel: u64,
+        change: impl FnOnce(&mut ChannelSettings) -> T,
+    ) -> Result<(T, ChannelSettings), SaveError> {
+        let (out, now) = {
+            let mut entry = self.channels.entry(channel).or_default();
+            let out = change(&mut entry);
+            (out, entry.clone())
+        };
+        self.save()?;
+        Ok((out, now))
+    }
+
+    fn save(&self) -> Result<(), SaveError> {
+        let _one_at_a_time = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot: BTreeMap<u64, ChannelSettings> = self
+            .channels
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        let text = serde_json::to_string_pretty(&snapshot).expect("settings serialise");
+        let err = |source| SaveError {
+            path: self.path.clone(),
+            source,
+        };
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, text).map_err(err)?;
+        std::fs::rename(&tmp, &self.path).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_validate_with_the_allowed_range() {
+        let mut s = ChannelSettings::default();
+        s.set("top_k", "6").unwrap();
+        s.set("form", "五律").unwrap();
+        s.set("auto_reply", "on").unwrap();
+        assert_eq!(
+            (s.top_k, s.form, s.auto_reply),
+            (Some(6), Some(Form::WuLv), true)
+        );
+        let err = s.set("top_k", "40").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`top_k` must be a whole number from 1 to 16; `40` is not"
+        );
+        assert!(matches!(
+            s.set("colour", "red"),
+            Err(SettingError::UnknownKey(_))
+        ));
+        assert!(s.set("form", "十绝").is_err());
+        assert_eq!(s.top_k, Some(6), "a bad value changes nothing");
+    }
+
+    #[test]
+    fn a_restart_restores_every_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/settings.json");
+        let state = ChannelState::load(&path).unwrap();
+        state
+            .update(1, |s| s.keywords = Some(vec!["狸奴".into(), "渔舟".into()]))
+            .unwrap();
+        state
+            .update(2, |s| s.set("form", "七律"))
+            .unwrap()
+            .0
+            .unwrap();
+        drop(state);
+        let again = ChannelState::load(&path).unwrap();
+        assert_eq!(again.get(1).keywords.unwrap(), ["狸奴", "渔舟"]);
+        assert_eq!(again.get(2).form, Some(Form::QiLv));
+        assert_eq!(again.get(3), ChannelSettings::default());
+        assert!(!path.with_extension("json.tmp").exists());
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_reported_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        std::fs::write(&path, "{ not json").unwrap();
+        let Err(message) = ChannelState::load(&path) else {
+            panic!("a damaged file loaded")
+        };
+        assert!(message.contains("damaged"), "{message}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{ not json");
+    }
+}
