@@ -99,8 +99,9 @@ pub enum Error {
     /// The user's input is wrong (bad arguments, a poem that fails the check…).
     #[error("{0}")]
     Input(String),
-    #[error("`yingshi {0}` is not built yet")]
-    NotBuilt(&'static str),
+    /// The bot could not start or lost its connection.
+    #[error("{0}")]
+    Service(String),
 }
 
 impl Error {
@@ -112,7 +113,7 @@ impl Error {
             | Error::Photo(_)
             | Error::Keywords(_)
             | Error::Poem(PoemError::Acrostic(_)) => 2,
-            Error::Model(_) | Error::Poem(_) | Error::NotBuilt(_) => 1,
+            Error::Model(_) | Error::Poem(_) | Error::Service(_) => 1,
         }
     }
 }

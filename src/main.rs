@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the Discord bot (token from DISCORD_TOKEN).
-    Bot,
+    Bot(BotArgs),
     /// Write a poem from keywords or a photo.
     Poem(PoemArgs),
     /// Match a photo against the keyword vocabulary (Chinese-CLIP).
@@ -58,6 +58,12 @@ struct MatcherArgs {
     /// A keyword vocabulary (keywords/default.txt's format, or one keyword a line).
     #[arg(long, value_name = "FILE")]
     keywords_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct BotArgs {
+    #[command(flatten)]
+    matcher: MatcherArgs,
 }
 
 #[derive(clap::Args)]
@@ -173,7 +179,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, Error> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Bot => Err(Error::NotBuilt("bot")),
+        Command::Bot(args) => bot(config, args),
         Command::Poem(args) => poem(&config, args),
         Command::Keywords(args) => keywords(&config, args),
         Command::Check { poem, json } => Ok(check(&poem, json)),
@@ -200,14 +206,24 @@ fn load_matcher(config: &Config, args: &MatcherArgs) -> Result<Matcher, Error> {
     )
 }
 
+fn bot(config: Config, args: BotArgs) -> Result<ExitCode, Error> {
+    let poet = load_poet(&config, None)?;
+    let matcher = load_matcher(&config, &args.matcher)?;
+    let pipeline = Pipeline::new(&config, poet, Some(matcher));
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| Error::Service(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(yingshi::bot::run(config, pipeline))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn keywords(config: &Config, args: KeywordsArgs) -> Result<ExitCode, Error> {
     let top_k = args.top_k.unwrap_or(config.keywords.top_k);
     if top_k == 0 {
         return Err(Error::Input("--top-k must be at least 1".into()));
     }
     let bytes = read_photo(&args.image)?;
-    let matcher = load_matcher(config, &args.matcher)?;
-    let found = matcher.match_photo(&bytes, top_k, config.keywords.diverse)?;
+    let mut matcher = load_matcher(config, &args.matcher)?;
+    let found = matcher.match_photo(&bytes, top_k, config.keywords.diverse, None)?;
     if args.json {
         println!("{}", serde_json::json!({ "keywords": found.keywords }));
     } else {
@@ -246,7 +262,7 @@ fn poem(config: &Config, args: PoemArgs) -> Result<ExitCode, Error> {
     };
     let mut pipeline = Pipeline::new(config, poet, matcher);
     let result = match &photo {
-        Some(bytes) => pipeline.poem_from_photo(bytes, keywords, &options)?,
+        Some(bytes) => pipeline.poem_from_photo(bytes, keywords, None, &options)?,
         None => pipeline.poem_from_keywords(keywords, &options)?,
     };
     let best = &result.candidates[0];

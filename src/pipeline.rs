@@ -4,6 +4,7 @@
 //! poet and writes poems from keywords or from a photo, reranking a photo's
 //! candidates by how close each poem's text lies to the photo.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -16,10 +17,16 @@ use crate::keywords::{dot, EmbeddingCache, KeywordIndex, Scored, Vocabulary};
 use crate::photo::{self, PhotoLimits};
 use crate::poem::{Candidate, Form, PoemRequest, Poet, Sampling};
 
+/// Custom keyword lists (channels' own) kept embedded at most.
+const CUSTOM_INDEXES: usize = 64;
+
 /// Chinese-CLIP with the keyword vocabulary, embedded.
 pub struct Matcher {
     clip: ClipModel,
     index: KeywordIndex,
+    cache: EmbeddingCache,
+    /// Indexes of custom lists, by the list.
+    custom: HashMap<Vec<String>, KeywordIndex>,
     limits: PhotoLimits,
 }
 
@@ -52,6 +59,8 @@ impl Matcher {
         Ok(Self {
             clip,
             index,
+            cache,
+            custom: HashMap::new(),
             limits: PhotoLimits {
                 max_bytes: config.photo.max_bytes,
                 max_megapixels: config.photo.max_megapixels,
@@ -59,19 +68,35 @@ impl Matcher {
         })
     }
 
-    /// Decodes and embeds a photo; returns its feature and the best keywords.
+    /// Decodes and embeds a photo; returns its feature and the best keywords
+    /// of the vocabulary, or of `custom` (a channel's own list) when given.
     pub fn match_photo(
-        &self,
+        &mut self,
         bytes: &[u8],
         top_k: usize,
         diverse: bool,
+        custom: Option<&[String]>,
     ) -> Result<PhotoMatch, Error> {
         let img = photo::decode(bytes, self.limits)?;
         let feature = self.clip.embed_image(&img).map_err(|e| match e {
             embedding::EmbedError::Photo(p) => Error::Photo(p),
             embedding::EmbedError::Model(m) => Error::Model(m),
         })?;
-        let keywords = self.index.top_k(&feature, top_k, diverse);
+        let index = match custom.filter(|words| !words.is_empty()) {
+            None => &self.index,
+            Some(words) => {
+                if !self.custom.contains_key(words) {
+                    if self.custom.len() >= CUSTOM_INDEXES {
+                        self.custom.clear();
+                    }
+                    let vocabulary = Vocabulary::from_words(words);
+                    let built = KeywordIndex::build(&vocabulary, &self.clip, &mut self.cache)?;
+                    self.custom.insert(words.to_vec(), built);
+                }
+                &self.custom[words]
+            }
+        };
+        let keywords = index.top_k(&feature, top_k, diverse);
         Ok(PhotoMatch { feature, keywords })
     }
 
@@ -163,19 +188,21 @@ impl Pipeline {
         })
     }
 
-    /// A poem from a photo: its top-K keywords (after any the user gave), and
-    /// the candidates reranked with `clip_weight` × poem–photo similarity.
+    /// A poem from a photo: its top-K keywords (after any the user gave) from
+    /// the vocabulary or the given list, and the candidates reranked with
+    /// `clip_weight` × poem–photo similarity.
     pub fn poem_from_photo(
         &mut self,
         bytes: &[u8],
         extra_keywords: Vec<String>,
+        vocabulary: Option<&[String]>,
         options: &PoemOptions,
     ) -> Result<PoemResult, Error> {
         let matcher = self
             .matcher
-            .as_ref()
+            .as_mut()
             .ok_or_else(|| Error::Input("no photo matcher loaded".into()))?;
-        let matched = matcher.match_photo(bytes, self.top_k, self.diverse)?;
+        let matched = matcher.match_photo(bytes, self.top_k, self.diverse, vocabulary)?;
         let mut keywords = extra_keywords;
         for s in &matched.keywords {
             if !keywords.contains(&s.keyword) {

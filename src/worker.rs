@@ -26,6 +26,8 @@ pub enum Job {
     Photo {
         bytes: Vec<u8>,
         keywords: Vec<String>,
+        /// A channel's own keyword list; `None`: the built-in vocabulary.
+        vocabulary: Option<Vec<String>>,
         options: PoemOptions,
     },
 }
@@ -42,8 +44,9 @@ impl Backend for Pipeline {
             Job::Photo {
                 bytes,
                 keywords,
+                vocabulary,
                 options,
-            } => self.poem_from_photo(&bytes, keywords, &options),
+            } => self.poem_from_photo(&bytes, keywords, vocabulary.as_deref(), &options),
         }
     }
 }

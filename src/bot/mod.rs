@@ -1,7 +1,117 @@
-//! The Discord side's building blocks that need no Discord connection:
-//! attachment downloads, per-channel state, rate limits. (The serenity/poise
-//! client that uses them is the next step: issue 5.)
+//! The Discord bot: a thin poise/serenity layer over the pipeline.
+//!
+//! - [`types`]: `Data` shared by every handler, the `Context`, the error type.
+//! - [`commands`]: `/poem`, `/keywords`, `/config`, one file each.
+//! - [`events`]: photo posts and the 换一首 button.
+//! - [`reply`]: how a poem looks (embed, button ids that survive restarts).
+//! - [`download`], [`state`], [`ratelimit`]: safe attachment downloads,
+//!   per-channel settings saved on every change, per-user and per-channel quotas.
+//!
+//! The models run on the worker thread ([`crate::worker`]), never on the runtime.
 
+pub mod commands;
 pub mod download;
+pub mod events;
 pub mod ratelimit;
+pub mod reply;
 pub mod state;
+pub mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poise::serenity_prelude as serenity;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::pipeline::Pipeline;
+use crate::worker::Worker;
+use types::{BotError, Data};
+
+/// Builds the bot's state, connects, and runs until the connection ends.
+pub async fn run(config: Config, pipeline: Pipeline) -> Result<(), Error> {
+    let token = config.discord.token.expose().to_owned();
+    if token.is_empty() {
+        return Err(Error::Input(
+            "no Discord token: set DISCORD_TOKEN (or discord.token)".into(),
+        ));
+    }
+    let proxy = (!config.discord.proxy.is_empty())
+        .then(|| url::Url::parse(&config.discord.proxy))
+        .transpose()
+        .map_err(|e| Error::Input(format!("discord.proxy: {e}")))?;
+    let state =
+        state::ChannelState::load(&crate::config::Config::resolve(&config.discord.state_file))
+            .map_err(Error::Input)?;
+    let downloader = download::Downloader::new(
+        config.photo.max_bytes,
+        Duration::from_secs(config.download.connect_timeout_secs),
+        Duration::from_secs(config.download.total_timeout_secs),
+        proxy.clone(),
+    )
+    .map_err(|e| Error::Input(e.to_string()))?;
+    let data = Arc::new(Data {
+        worker: Worker::spawn(pipeline, config.limits.queue_size),
+        state,
+        limits: ratelimit::RateLimits::new(
+            config.limits.user_per_minute,
+            config.limits.channel_per_minute,
+        ),
+        last_request: Default::default(),
+        downloader,
+        config,
+    });
+    let framework = poise::Framework::builder()
+        .options(poise::FrameworkOptions {
+            commands: vec![commands::poem::poem(), commands::keywords::keywords(), commands::config::config()],
+            event_handler: |framework, event| {
+                Box::pin(events::handle(framework.serenity_context, event, framework.user_data))
+            },
+            on_error: |error| Box::pin(on_error(error)),
+            ..Default::default()
+        })
+        .setup(move |ctx, ready, framework| {
+            Box::pin(async move {
+                tracing::info!(user = %ready.user.name, guilds = ready.guilds.len(), "connected to Discord");
+                poise::builtins::register_globally(ctx, &framework.options().commands).await?;
+                Ok(data)
+            })
+        })
+        .build();
+    let mut http = serenity::HttpBuilder::new(&token);
+    if let Some(proxy) = &proxy {
+        http = http
+            .proxy(proxy.as_str().trim_end_matches('/'))
+            .ratelimiter_disabled(true);
+    }
+    let intents =
+        serenity::GatewayIntents::GUILD_MESSAGES | serenity::GatewayIntents::MESSAGE_CONTENT;
+    let mut client = serenity::ClientBuilder::new_with_http(http.build(), intents)
+        .framework(framework)
+        .await
+        .map_err(|e| Error::Service(format!("cannot start the Discord client: {e}")))?;
+    client
+        .start()
+        .await
+        .map_err(|e| Error::Service(format!("the Discord connection ended: {e}")))
+}
+
+/// One place for every error: tell the user kindly, log the rest, never fail.
+async fn on_error(error: poise::FrameworkError<'_, Arc<Data>, BotError>) {
+    match error {
+        poise::FrameworkError::Command { error, ctx, .. } => {
+            tracing::info!(command = %ctx.command().name, "{error}");
+            let reply = poise::CreateReply::default()
+                .content(format!("写不成诗：{error}"))
+                .ephemeral(true);
+            if let Err(e) = ctx.send(reply).await {
+                tracing::warn!("could not tell the user: {e}");
+            }
+        }
+        other => {
+            if let Err(e) = poise::builtins::on_error(other).await {
+                tracing::warn!("error while handling an error: {e}");
+            }
+        }
+    }
+}

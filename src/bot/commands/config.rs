@@ -1,0 +1,85 @@
+//! `/config show | set <key> <value>`: the channel's settings, for members
+//! with Manage Channels (declared to Discord, and checked again here).
+
+use poise::serenity_prelude as serenity;
+
+use crate::bot::types::{BotError, Context};
+
+/// Whether these permissions may change the channel's settings.
+pub fn may_manage(permissions: serenity::Permissions) -> bool {
+    permissions.manage_channels() || permissions.administrator()
+}
+
+/// The handler-side check behind `default_member_permissions`.
+pub async fn require_manage_channels(ctx: Context<'_>) -> Result<(), BotError> {
+    let allowed = match ctx {
+        poise::Context::Application(app) => app
+            .interaction
+            .member
+            .as_ref()
+            .and_then(|m| m.permissions)
+            .is_some_and(may_manage),
+        poise::Context::Prefix(_) => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(BotError::Input("这个命令需要“管理频道”权限".into()))
+    }
+}
+
+/// 本频道的设置
+#[poise::command(
+    slash_command,
+    subcommands("show", "set"),
+    subcommand_required,
+    default_member_permissions = "MANAGE_CHANNELS"
+)]
+pub async fn config(_: Context<'_>) -> Result<(), BotError> {
+    Ok(())
+}
+
+/// 查看设置
+#[poise::command(slash_command)]
+pub async fn show(ctx: Context<'_>) -> Result<(), BotError> {
+    require_manage_channels(ctx).await?;
+    let data = ctx.data();
+    let s = data.state.get(ctx.channel_id().get());
+    let text = format!(
+        "top_k = {}\nform = {}\ncandidates = {}\nauto_reply = {}\nuser_cooldown = {} s",
+        s.top_k.unwrap_or(data.config.keywords.top_k),
+        s.form.unwrap_or(data.config.poem.form),
+        s.candidates.unwrap_or(data.config.poem.candidates),
+        if s.auto_reply { "on" } else { "off" },
+        s.user_cooldown_secs.unwrap_or(0),
+    );
+    ctx.send(
+        poise::CreateReply::default()
+            .content(format!("```\n{text}\n```"))
+            .ephemeral(true),
+    )
+    .await?;
+    Ok(())
+}
+
+/// 修改设置：top_k（1–16）、form、candidates（1–16）、auto_reply（on/off）、user_cooldown（秒）
+#[poise::command(slash_command)]
+pub async fn set(
+    ctx: Context<'_>,
+    #[description = "top_k, form, candidates, auto_reply, user_cooldown"] key: String,
+    #[description = "新的值"] value: String,
+) -> Result<(), BotError> {
+    require_manage_channels(ctx).await?;
+    let (changed, _) = ctx
+        .data()
+        .state
+        .update(ctx.channel_id().get(), |s| s.set(&key, &value))?;
+    changed?;
+    ctx.send(
+        poise::CreateReply::default()
+            .content(format!("已设置 {key} = {value}"))
+            .ephemeral(true),
+    )
+    .await?;
+    Ok(())
+}

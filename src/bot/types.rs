@@ -1,0 +1,90 @@
+//! What every handler shares, and the one error type of the Discord layer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use crate::bot::download::{DownloadError, Downloader};
+use crate::bot::ratelimit::RateLimits;
+use crate::bot::state::{ChannelSettings, ChannelState, SaveError, SettingError};
+use crate::config::Config;
+use crate::pipeline::PoemOptions;
+use crate::poem::Form;
+use crate::worker::{Worker, WorkerError};
+
+pub struct Data {
+    pub config: Config,
+    pub worker: Worker,
+    pub state: ChannelState,
+    pub limits: RateLimits,
+    /// When each (channel, user) last asked, for channels with a user cooldown.
+    pub last_request: DashMap<(u64, u64), Instant>,
+    pub downloader: Downloader,
+}
+
+pub type Context<'a> = poise::Context<'a, Arc<Data>, BotError>;
+
+/// Everything a handler can fail with; each says what to tell the user.
+#[derive(Debug, thiserror::Error)]
+pub enum BotError {
+    #[error("{0}")]
+    Download(#[from] DownloadError),
+    #[error("{0}")]
+    Worker(#[from] WorkerError),
+    #[error("{0}")]
+    Setting(#[from] SettingError),
+    #[error("{0}")]
+    Save(#[from] SaveError),
+    #[error("slow down a little: try again in {0} s")]
+    RateLimited(u64),
+    #[error("{0}")]
+    Input(String),
+    #[error("Discord said no: {0}")]
+    Discord(Box<poise::serenity_prelude::Error>),
+}
+
+impl From<poise::serenity_prelude::Error> for BotError {
+    fn from(e: poise::serenity_prelude::Error) -> Self {
+        BotError::Discord(Box::new(e))
+    }
+}
+
+impl Data {
+    /// The poem options for a channel, with the request's own choices first.
+    pub fn options(
+        &self,
+        settings: &ChannelSettings,
+        form: Option<Form>,
+        candidates: Option<usize>,
+        acrostic: Option<String>,
+    ) -> PoemOptions {
+        PoemOptions {
+            form: form.or(settings.form).unwrap_or(self.config.poem.form),
+            acrostic,
+            candidates: candidates
+                .or(settings.candidates)
+                .unwrap_or(self.config.poem.candidates),
+            seed: rand::random(),
+        }
+    }
+
+    /// Applies the channel's user cooldown, then takes one request from the
+    /// user's and the channel's quotas.
+    pub fn admit(&self, user: u64, channel: u64) -> Result<(), BotError> {
+        let cooldown = Duration::from_secs(self.state.get(channel).user_cooldown_secs.unwrap_or(0));
+        if let Some(last) = self.last_request.get(&(channel, user)) {
+            let since = last.elapsed();
+            if since < cooldown {
+                return Err(BotError::RateLimited((cooldown - since).as_secs().max(1)));
+            }
+        }
+        self.limits
+            .check(user, channel)
+            .map_err(|wait| BotError::RateLimited(wait.as_secs().max(1)))?;
+        if !cooldown.is_zero() {
+            self.last_request.insert((channel, user), Instant::now());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,491 @@
+//! The real serenity/poise client against a fake Discord on 127.0.0.1: REST
+//! through `discord.proxy` (rate limiter off), a websocket gateway (HELLO →
+//! IDENTIFY → READY → events), and the CDN behind the same proxy.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Mutex};
+use tokio_tungstenite::tungstenite::Message as Ws;
+
+const BOT: &str = "100";
+const CHANNEL: &str = "200";
+const GUILD: &str = "300";
+
+/// A request the bot made.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    body: Value,
+}
+
+fn user(id: &str, name: &str, bot: bool) -> Value {
+    json!({"id": id, "username": name, "discriminator": "0000", "global_name": null, "avatar": null, "bot": bot})
+}
+
+fn member(permissions: &str) -> Value {
+    json!({"user": user("42", "poet", false), "roles": [], "joined_at": "2024-01-01T00:00:00.000000+00:00",
+           "deaf": false, "mute": false, "flags": 0, "permissions": permissions})
+}
+
+fn message(id: &str, content: &str, mention_bot: bool, attachments: Value) -> Value {
+    json!({"id": id, "channel_id": CHANNEL, "guild_id": GUILD, "author": user("42", "poet", false),
+           "member": {"roles": [], "joined_at": "2024-01-01T00:00:00.000000+00:00", "deaf": false, "mute": false, "flags": 0},
+           "content": content, "timestamp": "2024-01-01T00:00:00.000000+00:00", "edited_timestamp": null,
+           "tts": false, "mention_everyone": false,
+           "mentions": if mention_bot { json!([user(BOT, "yingshi", true)]) } else { json!([]) },
+           "mention_roles": [], "attachments": attachments, "embeds": [], "pinned": false, "type": 0})
+}
+
+fn attachment(name: &str, host: &str, size: u64, content_type: &str) -> Value {
+    json!({"id": "600", "filename": name, "size": size, "content_type": content_type,
+           "url": format!("https://{host}/attachments/{CHANNEL}/600/{name}?ex=1"),
+           "proxy_url": format!("https://media.discordapp.net/attachments/{CHANNEL}/600/{name}")})
+}
+
+fn slash(id: &str, name: &str, options: Value, permissions: &str) -> Value {
+    json!({"id": id, "application_id": BOT, "type": 2, "token": format!("tok{id}"), "version": 1,
+           "data": {"id": "800", "name": name, "type": 1, "options": options},
+           "guild_id": GUILD, "channel_id": CHANNEL, "member": member(permissions),
+           "app_permissions": "8", "locale": "zh-CN", "guild_locale": "zh-CN", "entitlements": [],
+           "authorizing_integration_owners": {}, "context": 0, "attachment_size_limit": 26214400})
+}
+
+struct FakeDiscord {
+    proxy: String,
+    events: mpsc::UnboundedSender<(String, Value)>,
+    seen: Arc<Mutex<mpsc::UnboundedReceiver<Seen>>>,
+}
+
+impl FakeDiscord {
+    async fn start() -> Self {
+        let rest = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = format!("http://{}", rest.local_addr().unwrap());
+        let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway_url = format!("ws://{}", gateway.local_addr().unwrap());
+        let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+        let (events, mut event_rx) = mpsc::unbounded_channel::<(String, Value)>();
+        let url = gateway_url.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = rest.accept().await else {
+                    return;
+                };
+                let (seen, url) = (seen_tx.clone(), gateway_url.clone());
+                tokio::spawn(serve_rest(socket, seen, url));
+            }
+        });
+        tokio::spawn(async move {
+            let (socket, _) = gateway.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+            ws.send(Ws::text(
+                json!({"op": 10, "d": {"heartbeat_interval": 45000}}).to_string(),
+            ))
+            .await
+            .unwrap();
+            let mut seq = 0;
+            loop {
+                tokio::select! {
+                    incoming = ws.next() => {
+                        let Some(Ok(Ws::Text(text))) = incoming else { continue };
+                        let v: Value = serde_json::from_str(&text).unwrap();
+                        match v["op"].as_u64() {
+                            Some(2) => {
+                                seq += 1;
+                                let ready = json!({"op": 0, "s": seq, "t": "READY", "d": {
+                                    "v": 10, "user": user(BOT, "yingshi", true), "guilds": [],
+                                    "session_id": "s1", "resume_gateway_url": url, "shard": [0, 1],
+                                    "application": {"id": BOT, "flags": 0}}});
+                                ws.send(Ws::text(ready.to_string())).await.unwrap();
+                            }
+                            Some(1) => ws.send(Ws::text(json!({"op": 11}).to_string())).await.unwrap(),
+                            _ => {}
+                        }
+                    }
+                    Some((kind, data)) = event_rx.recv() => {
+                        seq += 1;
+                        ws.send(Ws::text(json!({"op": 0, "s": seq, "t": kind, "d": data}).to_string())).await.unwrap();
+                    }
+                }
+            }
+        });
+        Self {
+            proxy,
+            events,
+            seen: Arc::new(Mutex::new(seen_rx)),
+        }
+    }
+
+    /// Requests up to and including the next one whose method and path match.
+    async fn until(&self, method: &str, path_part: &str) -> Vec<Seen> {
+        let mut seen = self.seen.lock().await;
+        let mut all = Vec::new();
+        loop {
+            let s = tokio::time::timeout(Duration::from_secs(60), seen.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {method} {path_part} within 60 s; saw {all:?}"))
+                .unwrap();
+            let done = s.method == method && s.path.contains(path_part);
+            all.push(s);
+            if done {
+                return all;
+            }
+        }
+    }
+
+    async fn expect(&self, method: &str, path_part: &str) -> Seen {
+        self.until(method, path_part).await.pop().unwrap()
+    }
+
+    fn send(&self, kind: &str, data: Value) {
+        self.events.send((kind.to_owned(), data)).unwrap();
+    }
+}
+
+async fn serve_rest(
+    socket: tokio::net::TcpStream,
+    seen: mpsc::UnboundedSender<Seen>,
+    gateway_url: String,
+) {
+    let (read, mut write) = socket.into_split();
+    let mut reader = BufReader::new(read);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = request_line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or("").to_owned(),
+            parts.next().unwrap_or("").to_owned(),
+        );
+        let mut length = 0;
+        let mut content_type = String::new();
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).await.unwrap();
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':').unwrap_or((header, ""));
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = value.trim().parse().unwrap_or(0),
+                "content-type" => content_type = value.trim().to_owned(),
+                _ => {}
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).await.unwrap();
+        let body_json = if content_type.starts_with("multipart") {
+            // payload_json part of a multipart body
+            let text = String::from_utf8_lossy(&body).to_string();
+            text.find('{')
+                .and_then(|i| serde_json::from_str(&text[i..text.rfind('}').unwrap_or(i) + 1]).ok())
+                .unwrap_or(Value::Null)
+        } else {
+            serde_json::from_slice(&body).unwrap_or(Value::Null)
+        };
+        let _ = seen.send(Seen {
+            method: method.clone(),
+            path: path.clone(),
+            body: body_json,
+        });
+        let (status, kind, out): (&str, &str, Vec<u8>) = if path.starts_with("/cdn.discordapp.com/")
+        {
+            let photo = std::fs::read(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/photos/chelsea.png"),
+            )
+            .unwrap();
+            ("200 OK", "image/png", photo)
+        } else if path.contains("/oauth2/applications/@me") {
+            let app = json!({"id": BOT, "name": "yingshi", "icon": null, "description": "", "bot_public": true,
+                             "bot_require_code_grant": false, "verify_key": "k", "flags": 0, "owner": user("42", "poet", false)});
+            ("200 OK", "application/json", app.to_string().into_bytes())
+        } else if path.ends_with("/gateway") || path.ends_with("/gateway/bot") {
+            let g = json!({"url": gateway_url, "shards": 1,
+                           "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}});
+            ("200 OK", "application/json", g.to_string().into_bytes())
+        } else if path.contains("/commands") {
+            ("200 OK", "application/json", b"[]".to_vec())
+        } else if path.ends_with("/typing") || path.ends_with("/callback") {
+            ("204 No Content", "application/json", Vec::new())
+        } else if path.contains("/messages") || path.contains("/webhooks/") {
+            (
+                "200 OK",
+                "application/json",
+                message("900", "", false, json!([]))
+                    .to_string()
+                    .into_bytes(),
+            )
+        } else {
+            (
+                "404 Not Found",
+                "application/json",
+                b"{\"message\":\"unknown\",\"code\":0}".to_vec(),
+            )
+        };
+        let head = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n\r\n",
+            out.len()
+        );
+        if write.write_all(head.as_bytes()).await.is_err() || write.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn start_bot(discord: &FakeDiscord, state_file: &Path, cache: &Path) {
+    let env = [
+        ("DISCORD_TOKEN", "test-token".to_string()),
+        ("YINGSHI_DISCORD__PROXY", discord.proxy.clone()),
+        (
+            "YINGSHI_DISCORD__STATE_FILE",
+            state_file.display().to_string(),
+        ),
+        (
+            "YINGSHI_MODELS__CLIP_DIR",
+            "tests/fixtures/clip-tiny".to_string(),
+        ),
+        ("YINGSHI_MODELS__CACHE_DIR", cache.display().to_string()),
+        ("YINGSHI_POEM__CANDIDATES", "2".to_string()),
+        ("YINGSHI_LIMITS__USER_PER_MINUTE", "100".to_string()),
+        ("YINGSHI_LIMITS__CHANNEL_PER_MINUTE", "100".to_string()),
+    ];
+    let config =
+        yingshi::config::Config::load_with_env(None, env.map(|(k, v)| (k.to_string(), v))).unwrap();
+    let device = candle_core::Device::Cpu;
+    let poet = yingshi::poem::Poet::load(
+        &yingshi::config::Config::resolve(&config.models.poet_dir),
+        &device,
+    )
+    .unwrap();
+    let matcher = yingshi::pipeline::Matcher::load(&config, None, None, &device).unwrap();
+    let pipeline = yingshi::pipeline::Pipeline::new(&config, poet, Some(matcher));
+    tokio::spawn(async move {
+        if let Err(e) = yingshi::bot::run(config, pipeline).await {
+            panic!("the bot stopped: {e}");
+        }
+    });
+}
+
+fn cdn_requests(seen: &[Seen]) -> usize {
+    seen.iter()
+        .filter(|s| s.path.starts_with("/cdn.discordapp.com/"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn photo_posts_slash_commands_and_settings() {
+    let discord = FakeDiscord::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("state.json");
+    start_bot(&discord, &state_file, dir.path());
+    discord.expect("GET", "/api/v10/gateway").await;
+    // poise registers the slash commands once READY arrives.
+    let registered = discord.expect("PUT", "/applications/100/commands").await;
+    let names: Vec<&str> = registered
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["poem", "keywords", "config"]);
+
+    // A photo post that mentions the bot: typing, the download, a reply with keywords and poem.
+    discord.send(
+        "MESSAGE_CREATE",
+        message(
+            "501",
+            "<@100>",
+            true,
+            json!([attachment(
+                "cat.png",
+                "cdn.discordapp.com",
+                240512,
+                "image/png"
+            )]),
+        ),
+    );
+    let seen = discord.until("POST", "/channels/200/messages").await;
+    assert!(seen
+        .iter()
+        .any(|s| s.path.ends_with("/channels/200/typing")));
+    assert_eq!(cdn_requests(&seen), 1);
+    let reply = &seen.last().unwrap().body;
+    assert_eq!(reply["message_reference"]["message_id"], "501");
+    let description = reply["embeds"][0]["description"].as_str().unwrap();
+    assert!(description.starts_with("意象："), "{description}");
+    let lines: Vec<&str> = description
+        .lines()
+        .filter(|l| l.starts_with("**"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{description}");
+    assert!(reply["components"][0]["components"][0]["custom_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("yingshi:again:七绝:"));
+
+    // Not a photo, not Discord's CDN, too large: a friendly word and no download.
+    for (bad, says) in [
+        (
+            attachment("notes.txt", "cdn.discordapp.com", 100, "text/plain"),
+            "not a photo",
+        ),
+        (
+            attachment("cat.png", "evil.example.com", 100, "image/png"),
+            "not a Discord attachment",
+        ),
+        (
+            attachment("huge.png", "cdn.discordapp.com", 30 << 20, "image/png"),
+            "I take photos up to",
+        ),
+    ] {
+        discord.send(
+            "MESSAGE_CREATE",
+            message("502", "<@100> look", true, json!([bad])),
+        );
+        let seen = discord.until("POST", "/channels/200/messages").await;
+        assert_eq!(cdn_requests(&seen), 0);
+        let content = seen.last().unwrap().body["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(content.contains(says), "{content}");
+    }
+
+    // /poem with keywords: deferred at once; the poem then replaces the "thinking…".
+    discord.send(
+        "INTERACTION_CREATE",
+        slash(
+            "701",
+            "poem",
+            json!([{"name": "keywords", "type": 3, "value": "春风 明月"}]),
+            "0",
+        ),
+    );
+    let callback = discord
+        .expect("POST", "/interactions/701/tok701/callback")
+        .await;
+    assert_eq!(callback.body["type"], 5);
+    let edit = discord.expect("POST", "/webhooks/100/tok701").await;
+    let description = edit.body["embeds"][0]["description"].as_str().unwrap();
+    assert!(
+        description.contains("春风")
+            && description.lines().filter(|l| l.starts_with("**")).count() == 4,
+        "{description}"
+    );
+
+    // /poem with nothing: a helpful ephemeral answer.
+    discord.send("INTERACTION_CREATE", slash("702", "poem", json!([]), "0"));
+    let help = discord
+        .expect("POST", "/interactions/702/tok702/callback")
+        .await;
+    assert!(help.body["data"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("关键词"));
+    assert_eq!(help.body["data"]["flags"], 64);
+
+    // Admin commands: refused without Manage Channels, checked values with it.
+    let set = |id: &str, key: &str, value: &str, permissions: &str| {
+        slash(
+            id,
+            "config",
+            json!([{"name": "set", "type": 1, "options": [
+            {"name": "key", "type": 3, "value": key}, {"name": "value", "type": 3, "value": value}]}]),
+            permissions,
+        )
+    };
+    discord.send("INTERACTION_CREATE", set("703", "top_k", "6", "0"));
+    let refused = discord
+        .expect("POST", "/interactions/703/tok703/callback")
+        .await;
+    assert!(refused.body["data"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("管理频道"));
+    discord.send("INTERACTION_CREATE", set("704", "top_k", "40", "16"));
+    let bad = discord
+        .expect("POST", "/interactions/704/tok704/callback")
+        .await;
+    assert!(bad.body["data"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("1 to 16"));
+    discord.send("INTERACTION_CREATE", set("705", "top_k", "6", "16"));
+    let ok = discord
+        .expect("POST", "/interactions/705/tok705/callback")
+        .await;
+    assert!(ok.body["data"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("top_k = 6"));
+    discord.send(
+        "INTERACTION_CREATE",
+        slash(
+            "706",
+            "keywords",
+            json!([{"name": "add", "type": 1, "options": [
+        {"name": "words", "type": 3, "value": "狸奴 渔舟"}]}]),
+            "16",
+        ),
+    );
+    discord
+        .expect("POST", "/interactions/706/tok706/callback")
+        .await;
+
+    // A user cooldown: the second request within it is told to wait.
+    discord.send(
+        "INTERACTION_CREATE",
+        set("707", "user_cooldown", "60", "16"),
+    );
+    discord
+        .expect("POST", "/interactions/707/tok707/callback")
+        .await;
+    discord.send(
+        "INTERACTION_CREATE",
+        slash(
+            "708",
+            "poem",
+            json!([{"name": "keywords", "type": 3, "value": "孤舟"}]),
+            "0",
+        ),
+    );
+    discord.expect("POST", "/webhooks/100/tok708").await;
+    discord.send(
+        "INTERACTION_CREATE",
+        slash(
+            "709",
+            "poem",
+            json!([{"name": "keywords", "type": 3, "value": "孤舟"}]),
+            "0",
+        ),
+    );
+    let wait = discord
+        .expect("POST", "/interactions/709/tok709/callback")
+        .await;
+    assert!(
+        wait.body["data"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("try again in"),
+        "{:?}",
+        wait.body
+    );
+
+    // What a restart reads back.
+    let restored = yingshi::bot::state::ChannelState::load(&state_file)
+        .unwrap()
+        .get(200);
+    assert_eq!(restored.top_k, Some(6));
+    assert_eq!(restored.keywords.unwrap(), ["狸奴", "渔舟"]);
+    assert_eq!(restored.user_cooldown_secs, Some(60));
+}
