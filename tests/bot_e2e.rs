@@ -35,7 +35,18 @@ fn member(permissions: &str) -> Value {
 }
 
 fn message(id: &str, content: &str, mention_bot: bool, attachments: Value) -> Value {
-    json!({"id": id, "channel_id": CHANNEL, "guild_id": GUILD, "author": user("42", "poet", false),
+    message_from(id, CHANNEL, "42", content, mention_bot, attachments)
+}
+
+fn message_from(
+    id: &str,
+    channel: &str,
+    author: &str,
+    content: &str,
+    mention_bot: bool,
+    attachments: Value,
+) -> Value {
+    json!({"id": id, "channel_id": channel, "guild_id": GUILD, "author": user(author, "poet", false),
            "member": {"roles": [], "joined_at": "2024-01-01T00:00:00.000000+00:00", "deaf": false, "mute": false, "flags": 0},
            "content": content, "timestamp": "2024-01-01T00:00:00.000000+00:00", "edited_timestamp": null,
            "tts": false, "mention_everyone": false,
@@ -50,9 +61,22 @@ fn attachment(name: &str, host: &str, size: u64, content_type: &str) -> Value {
 }
 
 fn slash(id: &str, name: &str, options: Value, permissions: &str) -> Value {
+    slash_from(id, CHANNEL, "42", name, options, permissions)
+}
+
+fn slash_from(
+    id: &str,
+    channel: &str,
+    author: &str,
+    name: &str,
+    options: Value,
+    permissions: &str,
+) -> Value {
+    let mut member = member(permissions);
+    member["user"]["id"] = json!(author);
     json!({"id": id, "application_id": BOT, "type": 2, "token": format!("tok{id}"), "version": 1,
            "data": {"id": "800", "name": name, "type": 1, "options": options},
-           "guild_id": GUILD, "channel_id": CHANNEL, "member": member(permissions),
+           "guild_id": GUILD, "channel_id": channel, "member": member,
            "app_permissions": "8", "locale": "zh-CN", "guild_locale": "zh-CN", "entitlements": [],
            "authorizing_integration_owners": {}, "context": 0, "attachment_size_limit": 26214400})
 }
@@ -141,6 +165,20 @@ impl FakeDiscord {
 
     async fn expect(&self, method: &str, path_part: &str) -> Seen {
         self.until(method, path_part).await.pop().unwrap()
+    }
+
+    /// Every request until `done` says the collection is complete, or the timeout.
+    async fn collect(&self, timeout: Duration, mut done: impl FnMut(&[Seen]) -> bool) -> Vec<Seen> {
+        let mut seen = self.seen.lock().await;
+        let mut all = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !done(&all) {
+            match tokio::time::timeout_at(deadline, seen.recv()).await {
+                Ok(Some(s)) => all.push(s),
+                _ => break,
+            }
+        }
+        all
     }
 
     fn send(&self, kind: &str, data: Value) {
@@ -242,7 +280,11 @@ async fn serve_rest(
 }
 
 fn start_bot(discord: &FakeDiscord, state_file: &Path, cache: &Path) {
-    let env = [
+    start_bot_with(discord, state_file, cache, &[]);
+}
+
+fn start_bot_with(discord: &FakeDiscord, state_file: &Path, cache: &Path, extra: &[(&str, &str)]) {
+    let mut env = vec![
         ("DISCORD_TOKEN", "test-token".to_string()),
         ("YINGSHI_DISCORD__PROXY", discord.proxy.clone()),
         (
@@ -258,8 +300,12 @@ fn start_bot(discord: &FakeDiscord, state_file: &Path, cache: &Path) {
         ("YINGSHI_LIMITS__USER_PER_MINUTE", "100".to_string()),
         ("YINGSHI_LIMITS__CHANNEL_PER_MINUTE", "100".to_string()),
     ];
-    let config =
-        yingshi::config::Config::load_with_env(None, env.map(|(k, v)| (k.to_string(), v))).unwrap();
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let config = yingshi::config::Config::load_with_env(
+        None,
+        env.into_iter().map(|(k, v)| (k.to_string(), v)),
+    )
+    .unwrap();
     let device = candle_core::Device::Cpu;
     let poet = yingshi::poem::Poet::load(
         &yingshi::config::Config::resolve(&config.models.poet_dir),
@@ -488,4 +534,151 @@ async fn photo_posts_slash_commands_and_settings() {
     assert_eq!(restored.top_k, Some(6));
     assert_eq!(restored.keywords.unwrap(), ["狸奴", "渔舟"]);
     assert_eq!(restored.user_cooldown_secs, Some(60));
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// 1,000 photo posts and /poem commands from 100 users in 5 channels, one
+/// every 3 ms: every one is answered with a poem or a
+/// polite refusal (rate limit, full queue), nothing panics, memory stays bounded.
+/// The small test models keep it to seconds; the figures print for the README.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_run_answers_everyone() {
+    let discord = FakeDiscord::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    start_bot_with(
+        &discord,
+        &dir.path().join("state.json"),
+        dir.path(),
+        &[
+            ("YINGSHI_MODELS__POET_DIR", "tests/fixtures/t5-tiny"),
+            ("YINGSHI_POEM__FORM", "五绝"),
+            ("YINGSHI_LIMITS__USER_PER_MINUTE", "6"),
+            ("YINGSHI_LIMITS__CHANNEL_PER_MINUTE", "30"),
+            ("YINGSHI_LIMITS__QUEUE_SIZE", "16"),
+        ],
+    );
+    discord.expect("PUT", "/applications/100/commands").await;
+    let rss_before = rss_kib();
+    let start = std::time::Instant::now();
+    let (mut posts, mut commands) = (Vec::new(), Vec::new());
+    for i in 0..1000 {
+        let id = format!("{}", 10_000 + i);
+        let author = format!("{}", 1_000 + i % 100);
+        let channel = format!("{}", 200 + i % 5);
+        if i % 2 == 0 {
+            let photo = attachment("cat.png", "cdn.discordapp.com", 240512, "image/png");
+            discord.send(
+                "MESSAGE_CREATE",
+                message_from(&id, &channel, &author, "<@100>", true, json!([photo])),
+            );
+            posts.push(id);
+        } else {
+            let options = json!([{"name": "keywords", "type": 3, "value": "春风 明月"}]);
+            discord.send(
+                "INTERACTION_CREATE",
+                slash_from(&id, &channel, &author, "poem", options, "0"),
+            );
+            commands.push(id);
+        }
+        // A busy server rather than one burst: a request every 3 ms.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let replied = |seen: &[Seen], id: &str| {
+        seen.iter().any(|s| {
+            s.method == "POST"
+                && s.path.ends_with("/messages")
+                && s.body["message_reference"]["message_id"] == id
+        })
+    };
+    // A command's answer: a refusal in the callback, or a poem (or refusal) in
+    // the follow-up, or in the edit of a "queued" follow-up.
+    let answered_command = |seen: &[Seen], id: &str| {
+        let callback = seen
+            .iter()
+            .find(|s| s.path.contains(&format!("/interactions/{id}/")));
+        match callback {
+            Some(c) if c.body["type"] == 4 => true,
+            Some(_) => seen.iter().any(|s| {
+                s.path.contains(&format!("/webhooks/100/tok{id}"))
+                    && (s.body["embeds"][0]["title"].is_string()
+                        || s.body["content"]
+                            .as_str()
+                            .is_some_and(|t| t.contains("try again")))
+            }),
+            None => false,
+        }
+    };
+    let seen = discord
+        .collect(Duration::from_secs(240), |seen| {
+            // Cheap check first: enough requests for every event to have its answer.
+            seen.len() >= 1000
+                && posts.iter().all(|id| replied(seen, id))
+                && commands.iter().all(|id| answered_command(seen, id))
+        })
+        .await;
+    let elapsed = start.elapsed();
+    let unanswered_posts = posts.iter().filter(|id| !replied(&seen, id)).count();
+    let unanswered_commands = commands
+        .iter()
+        .filter(|id| !answered_command(&seen, id))
+        .count();
+    let poems = seen
+        .iter()
+        .filter(|s| {
+            s.body["embeds"][0]["title"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("影诗"))
+        })
+        .count();
+    let answer_text = |s: &Seen| {
+        s.body["content"]
+            .as_str()
+            .or(s.body["data"]["content"].as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let slowed = seen
+        .iter()
+        .filter(|s| answer_text(s).contains("slow down"))
+        .count();
+    let queue_full = seen
+        .iter()
+        .filter(|s| answer_text(s).contains("already waiting"))
+        .count();
+    let limited = slowed + queue_full;
+    let rss_growth_mib = rss_kib().saturating_sub(rss_before) / 1024;
+    for s in &seen {
+        let text = s.body["content"]
+            .as_str()
+            .or(s.body["data"]["content"].as_str())
+            .unwrap_or("");
+        if !text.is_empty() && !text.contains("try again") && !text.starts_with("排队中") {
+            println!("other answer: {} {}: {text}", s.method, s.path);
+        }
+    }
+    println!(
+        "load run: 1000 events from 100 users in {:.1} s: {poems} poems, {slowed} told to slow down, \
+         {queue_full} told the queue is full, {unanswered_posts}+{unanswered_commands} unanswered, RSS +{rss_growth_mib} MiB",
+        elapsed.as_secs_f64()
+    );
+    assert_eq!((unanswered_posts, unanswered_commands), (0, 0));
+    assert_eq!(
+        poems + limited,
+        1000,
+        "every event gets a poem or a refusal, once"
+    );
+    // More poems than the queue holds: it drained and took more while the burst went on.
+    assert!(poems > 16, "{poems} poems");
+    assert!(slowed > 0 && queue_full > 0, "both limits were reached");
+    assert!(rss_growth_mib < 300, "RSS grew by {rss_growth_mib} MiB");
 }
