@@ -73,28 +73,19 @@ fn check_exit_status_and_json() {
 
 #[test]
 fn poem_json_from_keywords() {
-    let out = yingshi()
-        .args([
-            "poem",
-            "--keywords",
-            "春风",
-            "明月",
-            "--form",
-            "七绝",
-            "--candidates",
-            "3",
-            "--seed",
-            "9",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_json(yingshi().args([
+        "poem",
+        "--keywords",
+        "春风",
+        "明月",
+        "--form",
+        "七绝",
+        "--candidates",
+        "3",
+        "--seed",
+        "9",
+        "--json",
+    ]));
     assert_eq!(v["form"], "七绝");
     let lines = v["lines"].as_array().unwrap();
     assert_eq!(lines.len(), 4);
@@ -125,6 +116,17 @@ fn bad_poem_arguments_are_friendly() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// Runs a command that must succeed and print JSON.
+fn run_json(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn with_tiny_clip(cmd: &mut Command, cache: &std::path::Path) {
     cmd.args(["--clip-model", "tests/fixtures/clip-tiny"]);
     cmd.env("YINGSHI_MODELS__CACHE_DIR", cache);
@@ -143,13 +145,7 @@ fn keywords_json_from_a_photo() {
         "--json",
     ]);
     with_tiny_clip(&mut cmd, cache.path());
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_json(&mut cmd);
     let keywords = v["keywords"].as_array().unwrap();
     assert_eq!(keywords.len(), 5);
     let scores: Vec<f64> = keywords
@@ -210,13 +206,7 @@ fn poem_from_a_photo() {
         "--json",
     ]);
     with_tiny_clip(&mut cmd, cache.path());
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_json(&mut cmd);
     assert_eq!(v["matched"].as_array().unwrap().len(), 4);
     assert_eq!(v["keywords"].as_array().unwrap().len(), 4);
     let lines = v["lines"].as_array().unwrap();
