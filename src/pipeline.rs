@@ -114,10 +114,6 @@ impl Matcher {
             .map(|t| dot(t, feature))
             .collect())
     }
-
-    pub fn vocabulary_size(&self) -> usize {
-        self.index.len()
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]

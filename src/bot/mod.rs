@@ -61,6 +61,18 @@ pub async fn run(config: Config, pipeline: Pipeline) -> Result<(), Error> {
         downloader,
         config,
     });
+    // Forget quota keys that are full again, so the limiters' memory stays bounded.
+    let limits_owner = data.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            every.tick().await;
+            limits_owner.limits.shrink();
+            limits_owner
+                .last_request
+                .retain(|_, at| at.elapsed() < Duration::from_secs(3600));
+        }
+    });
     let framework = poise::Framework::builder()
         .options(poise::FrameworkOptions {
             commands: vec![commands::poem::poem(), commands::keywords::keywords(), commands::config::config()],

@@ -79,10 +79,6 @@ impl ClipModel {
         &self.preprocessor
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
     /// Projected features `(batch, dim)` of pixel tensors `(batch, 3, side, side)`,
     /// as `get_image_features` returns them (not normalised).
     pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {

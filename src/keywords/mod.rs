@@ -171,14 +171,6 @@ impl KeywordIndex {
         })
     }
 
-    pub fn len(&self) -> usize {
-        self.keywords.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keywords.is_empty()
-    }
-
     /// The `k` best keywords for a normalised photo feature, best first; with
     /// `diverse`, at most one a topic.
     pub fn top_k(&self, image: &[f32], k: usize, diverse: bool) -> Vec<Scored> {

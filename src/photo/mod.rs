@@ -131,15 +131,6 @@ impl Preprocessor {
         }
     }
 
-    /// The square side the model sees.
-    pub fn output_side(&self) -> u32 {
-        self.crop_size
-            .height
-            .or(self.size.height)
-            .or(self.size.shortest_edge)
-            .unwrap_or(224)
-    }
-
     /// `(3, side, side)` pixels, normalised.
     pub fn pixels(&self, img: &DynamicImage, device: &Device) -> Result<Tensor, PhotoError> {
         let mut rgb = img.to_rgb8();

@@ -84,19 +84,6 @@ impl Template {
             self.end_tone(i),
         )
     }
-
-    pub fn name(&self) -> String {
-        format!(
-            "{}{}起，首句{}",
-            self.form.name(),
-            self.first_second.as_char(),
-            if self.first_rhymes {
-                "入韵"
-            } else {
-                "不入韵"
-            }
-        )
-    }
 }
 
 /// 一三(五)不论: the odd-numbered characters but the last accept either tone

@@ -44,7 +44,6 @@ pub struct RhymeTable {
     names: Vec<String>,
     tones: Vec<Tone>,
     groups_of: HashMap<char, Vec<RhymeGroup>>,
-    members: Vec<Vec<char>>,
 }
 
 impl RhymeTable {
@@ -59,7 +58,6 @@ impl RhymeTable {
             names: Vec::new(),
             tones: Vec::new(),
             groups_of: HashMap::new(),
-            members: Vec::new(),
         };
         let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
         while let (Some(heading), Some(chars)) = (lines.next(), lines.next()) {
@@ -71,7 +69,6 @@ impl RhymeTable {
             };
             table.names.push(heading.to_owned());
             table.tones.push(tone);
-            let mut members = Vec::new();
             let mut in_note = false;
             for c in chars.chars() {
                 match c {
@@ -82,12 +79,10 @@ impl RhymeTable {
                         let groups = table.groups_of.entry(c).or_default();
                         if !groups.contains(&group) {
                             groups.push(group);
-                            members.push(c);
                         }
                     }
                 }
             }
-            table.members.push(members);
         }
         table
     }
@@ -102,10 +97,6 @@ impl RhymeTable {
 
     pub fn tone_of_group(&self, group: RhymeGroup) -> Tone {
         self.tones[group.0 as usize]
-    }
-
-    pub fn members(&self, group: RhymeGroup) -> &[char] {
-        &self.members[group.0 as usize]
     }
 
     /// Every group the character stands in (empty when it is not in the table).
