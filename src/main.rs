@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 use yingshi::bench::{ClipBench, PoemBench};
 use yingshi::config::Config;
 use yingshi::error::Error;
+use yingshi::keywords::split_keywords;
 use yingshi::pipeline::{Matcher, Pipeline, PoemOptions};
 use yingshi::poem::eval::{evaluate, EvalCase};
 use yingshi::poem::{checker, Form, Poet, Sampling};
@@ -241,13 +242,7 @@ fn poem(config: &Config, args: PoemArgs) -> Result<ExitCode, Error> {
             "--candidates {candidates}: expected 1 to 32"
         )));
     }
-    let keywords: Vec<String> = args
-        .keywords
-        .iter()
-        .flat_map(|k| k.split([' ', ',', '，', '、']))
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let keywords = split_keywords(&args.keywords.join(" "));
     let options = PoemOptions {
         form: args.form.unwrap_or(config.poem.form),
         acrostic: args.acrostic,

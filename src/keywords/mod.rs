@@ -196,6 +196,14 @@ pub fn top_k(keywords: &[Keyword], scores: &[f32], k: usize, diverse: bool) -> V
         .collect()
 }
 
+/// Keywords as people type them: separated by spaces or (Chinese) commas.
+pub fn split_keywords(text: &str) -> Vec<String> {
+    text.split([' ', ',', '，', '、'])
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

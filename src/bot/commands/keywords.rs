@@ -31,11 +31,7 @@ pub async fn list(ctx: Context<'_>) -> Result<(), BotError> {
 
 /// Keywords as the user typed them: split at spaces and commas, 1–8 characters each.
 pub fn parse_words(text: &str) -> Result<Vec<String>, BotError> {
-    let words: Vec<String> = text
-        .split([' ', ',', '，', '、'])
-        .filter(|w| !w.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let words = crate::keywords::split_keywords(text);
     if words.is_empty() {
         return Err(BotError::Input("请给出至少一个关键词".into()));
     }

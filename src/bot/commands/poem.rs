@@ -69,12 +69,7 @@ pub async fn poem(
     #[max = 16]
     candidates: Option<u32>,
 ) -> Result<(), BotError> {
-    let keywords: Vec<String> = keywords
-        .unwrap_or_default()
-        .split([' ', ',', '，', '、'])
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let keywords = crate::keywords::split_keywords(&keywords.unwrap_or_default());
     if keywords.is_empty() && image.is_none() {
         ctx.send(
             poise::CreateReply::default()
