@@ -27,6 +27,7 @@ pub struct Config {
     pub poem: Poem,
     pub download: Download,
     pub limits: Limits,
+    pub batch: Batch,
     pub discord: Discord,
 }
 
@@ -39,6 +40,7 @@ pub struct Models {
     pub poet_dir: String,
     pub cache_dir: String,
     pub device: String,
+    pub dtype: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -81,6 +83,13 @@ pub struct Limits {
     pub user_per_minute: u32,
     pub channel_per_minute: u32,
     pub queue_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    pub max_requests: usize,
+    pub wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,13 +193,41 @@ impl Config {
             1.0,
             100_000.0,
         )?;
-        crate::device::parse_device(&self.models.device).map_err(|message| {
+        self.placement()?;
+        check_range(
+            "batch.max_requests",
+            self.batch.max_requests as f64,
+            1.0,
+            256.0,
+        )?;
+        check_range("batch.wait_ms", self.batch.wait_ms as f64, 0.0, 1000.0)?;
+        Ok(())
+    }
+
+    /// The poet's sampling settings.
+    pub fn sampling(&self) -> crate::poem::Sampling {
+        crate::poem::Sampling {
+            temperature: self.poem.temperature,
+            top_p: self.poem.top_p,
+            keyword_bonus: self.poem.keyword_bonus,
+        }
+    }
+
+    /// The device and dtype the models run on, from `models.device` and `models.dtype`.
+    pub fn placement(&self) -> Result<crate::device::Placement, ConfigError> {
+        let device = crate::device::parse_device(&self.models.device).map_err(|message| {
             ConfigError::Invalid {
                 key: "models.device".into(),
                 message,
             }
         })?;
-        Ok(())
+        let dtype = crate::device::parse_dtype(&self.models.dtype, &device).map_err(|message| {
+            ConfigError::Invalid {
+                key: "models.dtype".into(),
+                message,
+            }
+        })?;
+        Ok(crate::device::Placement { device, dtype })
     }
 
     /// Resolves a configured path: as given if it exists (or is absolute), else

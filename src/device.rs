@@ -1,12 +1,42 @@
-//! Where the models run: the `models.device` setting.
+//! Where the models run and in what precision: `models.device` and `models.dtype`.
 
-use candle_core::Device;
+use candle_core::{DType, Device};
+
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl Placement {
+    pub fn parse(device: &str, dtype: &str) -> Result<Self, String> {
+        let device = parse_device(device)?;
+        let dtype = parse_dtype(dtype, &device)?;
+        Ok(Self { device, dtype })
+    }
+
+    pub fn cpu() -> Self {
+        Self {
+            device: Device::Cpu,
+            dtype: DType::F32,
+        }
+    }
+}
 
 /// `cpu`, `cuda:N` or `auto` (the first GPU when this build has CUDA and one is usable).
 pub fn parse_device(setting: &str) -> Result<Device, String> {
     match setting {
         "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        "auto" => Ok(match Device::cuda_if_available(0) {
+            Ok(gpu @ Device::Cuda(_)) => {
+                tracing::info!("models.device = auto: running on GPU 0 (CUDA)");
+                gpu
+            }
+            _ => {
+                tracing::info!("models.device = auto: no usable GPU in this build, running on the CPU");
+                Device::Cpu
+            }
+        }),
         _ => {
             let ordinal = setting
                 .strip_prefix("cuda:")
@@ -16,5 +46,36 @@ pub fn parse_device(setting: &str) -> Result<Device, String> {
                 format!("'{setting}': no usable GPU ({e}); build with --features cuda, or use cpu")
             })
         }
+    }
+}
+
+/// `auto` (bf16 on a GPU, f32 on the CPU), `f32` or `bf16`. Not f16: T5's
+/// activations overflow it, and candle's Chinese-CLIP text mask turns to NaN in it.
+pub fn parse_dtype(setting: &str, device: &Device) -> Result<DType, String> {
+    match setting {
+        "auto" if device.is_cpu() => Ok(DType::F32),
+        // bf16 keeps f32's range: T5's activations overflow f16.
+        "auto" => Ok(DType::BF16),
+        "f32" => Ok(DType::F32),
+        "bf16" if device.is_cpu() => Err(
+            "'bf16' runs on a GPU only (candle's CPU matmul has no bf16); use f32 or f16 on the CPU"
+                .into(),
+        ),
+        "bf16" => Ok(DType::BF16),
+        _ => Err(format!("'{setting}': expected auto, f32 or bf16")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtypes_follow_the_device() {
+        assert_eq!(parse_dtype("auto", &Device::Cpu), Ok(DType::F32));
+        assert!(parse_dtype("bf16", &Device::Cpu).unwrap_err().contains("GPU"));
+        assert!(parse_dtype("f16", &Device::Cpu).unwrap_err().contains("bf16"));
+        assert!(parse_dtype("f8", &Device::Cpu).unwrap_err().contains("bf16"));
+        assert!(parse_device("cuda:x").unwrap_err().contains("cuda:N"));
     }
 }

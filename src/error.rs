@@ -76,6 +76,9 @@ pub enum KeywordError {
 pub enum PoemError {
     #[error("{0}")]
     Acrostic(String),
+    /// A poem given for 换一句 that the rules cannot work with.
+    #[error("{0}")]
+    Lines(String),
     #[error(
         "no candidate could finish the poem under the rules; try other keywords or another seed"
     )]
@@ -112,7 +115,7 @@ impl Error {
             | Error::Input(_)
             | Error::Photo(_)
             | Error::Keywords(_)
-            | Error::Poem(PoemError::Acrostic(_)) => 2,
+            | Error::Poem(PoemError::Acrostic(_) | PoemError::Lines(_)) => 2,
             Error::Model(_) | Error::Poem(_) | Error::Service(_) => 1,
         }
     }

@@ -10,9 +10,9 @@ use yingshi::bench::{ClipBench, PoemBench};
 use yingshi::config::Config;
 use yingshi::error::Error;
 use yingshi::keywords::split_keywords;
-use yingshi::pipeline::{Matcher, Pipeline, PoemOptions};
+use yingshi::pipeline::{Matcher, Pipeline, PoemOptions, Request};
 use yingshi::poem::eval::{evaluate, EvalCase};
-use yingshi::poem::{checker, Form, Poet, Sampling};
+use yingshi::poem::{checker, Form, Poet};
 
 #[derive(Parser)]
 #[command(
@@ -102,6 +102,12 @@ struct PoemArgs {
     /// Random seed; the same seed gives the same poem.
     #[arg(long)]
     seed: Option<u64>,
+    /// 换一句: write line N (1 = the first) of `--poem` anew, the others kept.
+    #[arg(long, value_name = "N", requires = "poem", conflicts_with = "image")]
+    rewrite: Option<usize>,
+    /// The poem whose line `--rewrite` writes anew, lines split at punctuation or spaces.
+    #[arg(long, value_name = "TEXT", requires = "rewrite")]
+    poem: Option<String>,
     /// A poem model directory (default: models.poet_dir, the shipped model).
     #[arg(long, value_name = "DIR")]
     poet_model: Option<PathBuf>,
@@ -189,8 +195,8 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     }
 }
 
-fn device(config: &Config) -> Result<candle_core::Device, Error> {
-    yingshi::device::parse_device(&config.models.device).map_err(Error::Input)
+fn placement(config: &Config) -> Result<yingshi::device::Placement, Error> {
+    Ok(config.placement()?)
 }
 
 fn read_photo(path: &Path) -> Result<Vec<u8>, Error> {
@@ -203,7 +209,7 @@ fn load_matcher(config: &Config, args: &MatcherArgs) -> Result<Matcher, Error> {
         config,
         args.clip_model.as_deref(),
         args.keywords_file.as_deref(),
-        &device(config)?,
+        &placement(config)?,
     )
 }
 
@@ -226,9 +232,9 @@ fn keywords(config: &Config, args: KeywordsArgs) -> Result<ExitCode, Error> {
     let mut matcher = load_matcher(config, &args.matcher)?;
     let found = matcher.match_photo(&bytes, top_k, config.keywords.diverse, None)?;
     if args.json {
-        println!("{}", serde_json::json!({ "keywords": found.keywords }));
+        println!("{}", serde_json::json!({ "keywords": found }));
     } else {
-        for s in &found.keywords {
+        for s in &found {
             println!("{}\t{:.4}", s.keyword, s.score);
         }
     }
@@ -243,8 +249,11 @@ fn poem(config: &Config, args: PoemArgs) -> Result<ExitCode, Error> {
         )));
     }
     let keywords = split_keywords(&args.keywords.join(" "));
+    let lines = args.poem.as_deref().map(checker::split_lines);
+    // A poem to rewrite tells its own form.
+    let form_of_poem = lines.as_deref().and_then(|l| checker::check_lines(l).form);
     let options = PoemOptions {
-        form: args.form.unwrap_or(config.poem.form),
+        form: args.form.or(form_of_poem).unwrap_or(config.poem.form),
         acrostic: args.acrostic,
         candidates,
         seed: args.seed.unwrap_or_else(rand::random),
@@ -256,10 +265,27 @@ fn poem(config: &Config, args: PoemArgs) -> Result<ExitCode, Error> {
         None => None,
     };
     let mut pipeline = Pipeline::new(config, poet, matcher);
-    let result = match &photo {
-        Some(bytes) => pipeline.poem_from_photo(bytes, keywords, None, &options)?,
-        None => pipeline.poem_from_keywords(keywords, &options)?,
+    let request = match (photo, args.rewrite, lines) {
+        (Some(bytes), _, _) => Request::Photo {
+            bytes,
+            keywords,
+            vocabulary: None,
+            options: options.clone(),
+        },
+        (None, Some(line), Some(lines)) => Request::Line {
+            keywords,
+            lines,
+            line: line
+                .checked_sub(1)
+                .ok_or_else(|| Error::Input("--rewrite counts lines from 1".into()))?,
+            options: options.clone(),
+        },
+        _ => Request::Keywords {
+            keywords,
+            options: options.clone(),
+        },
     };
+    let result = pipeline.run(&request)?;
     let best = &result.candidates[0];
     if args.json {
         let alternatives: Vec<_> = result.candidates[1..]
@@ -314,7 +340,7 @@ fn bench(config: &Config, args: BenchArgs) -> Result<ExitCode, Error> {
         keywords: vec!["春风".into(), "明月".into()],
         poems: args.poems,
         candidates: args.candidates,
-        sampling: sampling(config),
+        sampling: config.sampling(),
     };
     println!(
         "poem generation: {} poems × {} candidates, {}, CPU threads {}",
@@ -345,7 +371,8 @@ fn bench(config: &Config, args: BenchArgs) -> Result<ExitCode, Error> {
         println!("chinese-clip: not timed (pass --clip-model DIR)");
         return Ok(ExitCode::SUCCESS);
     };
-    let clip = yingshi::embedding::ClipModel::load(clip_dir, &device(config)?)?;
+    let placement = placement(config)?;
+    let clip = yingshi::embedding::ClipModel::load(clip_dir, &placement.device, placement.dtype)?;
     let photos = Config::resolve("tests/fixtures/photos");
     let vocabulary = Config::resolve(&config.keywords.vocabulary);
     let clip_bench = ClipBench {
@@ -381,17 +408,10 @@ fn bench(config: &Config, args: BenchArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn sampling(config: &Config) -> Sampling {
-    Sampling {
-        temperature: config.poem.temperature,
-        top_p: config.poem.top_p,
-        keyword_bonus: config.poem.keyword_bonus,
-    }
-}
-
 fn load_poet(config: &Config, dir: Option<PathBuf>) -> Result<Poet, Error> {
     let dir = dir.unwrap_or_else(|| Config::resolve(&config.models.poet_dir));
-    Ok(Poet::load(&dir, &device(config)?)?)
+    let placement = placement(config)?;
+    Ok(Poet::load(&dir, &placement.device, placement.dtype)?)
 }
 
 fn eval(config: &Config, args: EvalArgs) -> Result<ExitCode, Error> {
@@ -418,7 +438,7 @@ fn eval(config: &Config, args: EvalArgs) -> Result<ExitCode, Error> {
     let report = evaluate(
         &mut poet,
         &cases,
-        sampling(config),
+        config.sampling(),
         config.poem.keyword_weight,
         candidates,
         corpus.as_ref(),

@@ -1,21 +1,25 @@
 //! The pipeline without Discord: photo bytes → keywords → poem.
 //!
 //! [`Matcher`] holds Chinese-CLIP and the keyword index; [`Pipeline`] adds the
-//! poet and writes poems from keywords or from a photo, reranking a photo's
-//! candidates by how close each poem's text lies to the photo.
+//! poet and answers [`Request`]s: a poem from keywords or from a photo (whose
+//! candidates are reranked by how close each poem's text lies to the photo),
+//! or one line of a poem written anew. Requests that come together run
+//! together ([`Pipeline::run_batch`]): their photos as one Chinese-CLIP batch,
+//! their poems' candidates as one T5 batch.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use image::DynamicImage;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::device::Placement;
 use crate::embedding::{self, ClipModel, ClipSource};
-use crate::error::Error;
+use crate::error::{Error, ModelError};
 use crate::keywords::{dot, EmbeddingCache, KeywordIndex, Scored, Vocabulary};
 use crate::photo::{self, PhotoLimits};
-use crate::poem::{Candidate, Form, PoemRequest, Poet, Sampling};
+use crate::poem::{Candidate, Form, LineRequest, PoemRequest, Poet, Sampling};
 
 /// Custom keyword lists (channels' own) kept embedded at most.
 const CUSTOM_INDEXES: usize = 64;
@@ -36,7 +40,7 @@ impl Matcher {
         config: &Config,
         clip_dir: Option<&Path>,
         vocabulary: Option<&Path>,
-        device: &Device,
+        placement: &Placement,
     ) -> Result<Self, Error> {
         let source = match clip_dir.map(Path::to_path_buf).or_else(|| {
             (!config.models.clip_dir.is_empty()).then(|| Config::resolve(&config.models.clip_dir))
@@ -48,7 +52,7 @@ impl Matcher {
             },
         };
         let dir = embedding::locate(&source)?;
-        let clip = ClipModel::load(&dir, device)?;
+        let clip = ClipModel::load(&dir, &placement.device, placement.dtype)?;
         let vocab_path = vocabulary
             .map(Path::to_path_buf)
             .unwrap_or_else(|| Config::resolve(&config.keywords.vocabulary));
@@ -68,20 +72,54 @@ impl Matcher {
         })
     }
 
-    /// Decodes and embeds a photo; returns its feature and the best keywords
-    /// of the vocabulary, or of `custom` (a channel's own list) when given.
+    /// Decodes and embeds a photo; returns the best keywords of the
+    /// vocabulary, or of `custom` (a channel's own list) when given.
     pub fn match_photo(
         &mut self,
         bytes: &[u8],
         top_k: usize,
         diverse: bool,
         custom: Option<&[String]>,
-    ) -> Result<PhotoMatch, Error> {
-        let img = photo::decode(bytes, self.limits)?;
-        let feature = self.clip.embed_image(&img).map_err(|e| match e {
-            embedding::EmbedError::Photo(p) => Error::Photo(p),
-            embedding::EmbedError::Model(m) => Error::Model(m),
-        })?;
+    ) -> Result<Vec<Scored>, Error> {
+        let feature = self.embed_photos(&[bytes]).swap_remove(0)?;
+        self.top_keywords(&feature, top_k, diverse, custom)
+    }
+
+    /// Decodes photos and embeds those that decode as one batch.
+    pub fn embed_photos(&self, photos: &[&[u8]]) -> Vec<Result<Vec<f32>, Error>> {
+        let decoded: Vec<Result<DynamicImage, Error>> = photos
+            .iter()
+            .map(|bytes| Ok(photo::decode(bytes, self.limits)?))
+            .collect();
+        let images: Vec<DynamicImage> = decoded
+            .iter()
+            .filter_map(|d| d.as_ref().ok().cloned())
+            .collect();
+        let mut features = match self.clip.embed_images(&images) {
+            Ok(features) => features.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => {
+                let message = e.to_string();
+                images
+                    .iter()
+                    .map(|_| Err(Error::Model(ModelError::Format(message.clone()))))
+                    .collect()
+            }
+        }
+        .into_iter();
+        decoded
+            .into_iter()
+            .map(|d| d.and_then(|_| features.next().expect("one feature per image")))
+            .collect()
+    }
+
+    /// The best keywords for a photo feature, from the vocabulary or a custom list.
+    pub fn top_keywords(
+        &mut self,
+        feature: &[f32],
+        top_k: usize,
+        diverse: bool,
+        custom: Option<&[String]>,
+    ) -> Result<Vec<Scored>, Error> {
         let index = match custom.filter(|words| !words.is_empty()) {
             None => &self.index,
             Some(words) => {
@@ -96,31 +134,8 @@ impl Matcher {
                 &self.custom[words]
             }
         };
-        let keywords = index.top_k(&feature, top_k, diverse);
-        Ok(PhotoMatch { feature, keywords })
+        Ok(index.top_k(feature, top_k, diverse))
     }
-
-    /// Cosine of each poem's text to a photo feature.
-    pub fn poem_similarity(
-        &self,
-        feature: &[f32],
-        poems: &[Vec<String>],
-    ) -> Result<Vec<f32>, Error> {
-        let texts: Vec<String> = poems.iter().map(|lines| lines.join("，")).collect();
-        Ok(self
-            .clip
-            .embed_texts(&texts)?
-            .iter()
-            .map(|t| dot(t, feature))
-            .collect())
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PhotoMatch {
-    #[serde(skip)]
-    pub feature: Vec<f32>,
-    pub keywords: Vec<Scored>,
 }
 
 /// What a poem request asks, whatever its source.
@@ -130,6 +145,31 @@ pub struct PoemOptions {
     pub acrostic: Option<String>,
     pub candidates: usize,
     pub seed: u64,
+}
+
+/// What the pipeline can be asked.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// A poem from the user's keywords.
+    Keywords {
+        keywords: Vec<String>,
+        options: PoemOptions,
+    },
+    /// A poem from a photo: its top-K keywords (after any the user gave).
+    Photo {
+        bytes: Vec<u8>,
+        keywords: Vec<String>,
+        /// A channel's own keyword list; `None`: the built-in vocabulary.
+        vocabulary: Option<Vec<String>>,
+        options: PoemOptions,
+    },
+    /// 换一句: line `line` of a poem written anew, the other lines kept.
+    Line {
+        keywords: Vec<String>,
+        lines: Vec<String>,
+        line: usize,
+        options: PoemOptions,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -152,16 +192,18 @@ pub struct Pipeline {
     diverse: bool,
 }
 
+/// A photo request's progress through a batch.
+struct PhotoWork {
+    feature: Vec<f32>,
+    matched: Vec<Scored>,
+}
+
 impl Pipeline {
     pub fn new(config: &Config, poet: Poet, matcher: Option<Matcher>) -> Self {
         Self {
             poet,
             matcher,
-            sampling: Sampling {
-                temperature: config.poem.temperature,
-                top_p: config.poem.top_p,
-                keyword_bonus: config.poem.keyword_bonus,
-            },
+            sampling: config.sampling(),
             keyword_weight: config.poem.keyword_weight,
             clip_weight: config.poem.clip_weight,
             top_k: config.keywords.top_k,
@@ -169,72 +211,176 @@ impl Pipeline {
         }
     }
 
-    /// A poem from the user's keywords.
-    pub fn poem_from_keywords(
-        &mut self,
-        keywords: Vec<String>,
-        options: &PoemOptions,
-    ) -> Result<PoemResult, Error> {
-        let candidates = self.write(&keywords, options)?;
-        Ok(PoemResult {
-            form: options.form,
-            keywords,
-            matched: Vec::new(),
-            candidates,
-        })
+    pub fn run(&mut self, request: &Request) -> Result<PoemResult, Error> {
+        self.run_batch(std::slice::from_ref(request))
+            .pop()
+            .expect("one answer per request")
     }
 
-    /// A poem from a photo: its top-K keywords (after any the user gave) from
-    /// the vocabulary or the given list, and the candidates reranked with
-    /// `clip_weight` × poem–photo similarity.
-    pub fn poem_from_photo(
-        &mut self,
-        bytes: &[u8],
-        extra_keywords: Vec<String>,
-        vocabulary: Option<&[String]>,
-        options: &PoemOptions,
-    ) -> Result<PoemResult, Error> {
-        let matcher = self
-            .matcher
-            .as_mut()
-            .ok_or_else(|| Error::Input("no photo matcher loaded".into()))?;
-        let matched = matcher.match_photo(bytes, self.top_k, self.diverse, vocabulary)?;
-        let mut keywords = extra_keywords;
-        for s in &matched.keywords {
-            if !keywords.contains(&s.keyword) {
-                keywords.push(s.keyword.clone());
+    /// Answers requests together, in their order; each answer is what
+    /// [`Pipeline::run`] gives for that request alone.
+    pub fn run_batch(&mut self, requests: &[Request]) -> Vec<Result<PoemResult, Error>> {
+        let photos = self.match_photos(requests);
+        let mut answers: Vec<Option<Result<PoemResult, Error>>> =
+            requests.iter().map(|_| None).collect();
+        let mut poems: Vec<(usize, Vec<String>, Option<PhotoWork>, PoemRequest)> = Vec::new();
+        for (i, (request, photo)) in requests.iter().zip(photos).enumerate() {
+            match request {
+                Request::Keywords { keywords, options } => {
+                    let poem = poem_request(keywords, options);
+                    poems.push((i, keywords.clone(), None, poem));
+                }
+                Request::Photo {
+                    keywords, options, ..
+                } => match photo.expect("photo requests are matched") {
+                    Ok(work) => {
+                        let mut keywords = keywords.clone();
+                        for s in &work.matched {
+                            if !keywords.contains(&s.keyword) {
+                                keywords.push(s.keyword.clone());
+                            }
+                        }
+                        let poem = poem_request(&keywords, options);
+                        poems.push((i, keywords, Some(work), poem));
+                    }
+                    Err(e) => answers[i] = Some(Err(e)),
+                },
+                Request::Line {
+                    keywords,
+                    lines,
+                    line,
+                    options,
+                } => {
+                    let request = LineRequest {
+                        poem: poem_request(keywords, options),
+                        lines: lines.clone(),
+                        line: *line,
+                    };
+                    let answer = self
+                        .poet
+                        .rewrite(&request, self.sampling, self.keyword_weight)
+                        .map(|candidates| PoemResult {
+                            form: options.form,
+                            keywords: keywords.clone(),
+                            matched: Vec::new(),
+                            candidates,
+                        });
+                    answers[i] = Some(answer.map_err(Error::from));
+                }
             }
         }
-        let mut candidates = self.write(&keywords, options)?;
-        let matcher = self.matcher.as_ref().expect("checked above");
-        let poems: Vec<Vec<String>> = candidates.iter().map(|c| c.lines.clone()).collect();
-        let similarity = matcher.poem_similarity(&matched.feature, &poems)?;
-        for (c, s) in candidates.iter_mut().zip(similarity) {
-            c.score += self.clip_weight * s as f64;
+
+        let written = self.poet.write_batch(
+            &poems.iter().map(|p| p.3.clone()).collect::<Vec<_>>(),
+            self.sampling,
+            self.keyword_weight,
+        );
+        let mut finished: Vec<(usize, PoemResult, Option<PhotoWork>)> = Vec::new();
+        for ((i, keywords, photo, request), candidates) in poems.into_iter().zip(written) {
+            match candidates {
+                Ok(candidates) => finished.push((
+                    i,
+                    PoemResult {
+                        form: request.form,
+                        keywords,
+                        matched: photo.as_ref().map(|p| p.matched.clone()).unwrap_or_default(),
+                        candidates,
+                    },
+                    photo,
+                )),
+                Err(e) => answers[i] = Some(Err(e.into())),
+            }
         }
-        candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
-        Ok(PoemResult {
-            form: options.form,
-            keywords,
-            matched: matched.keywords,
-            candidates,
-        })
+        self.rerank_by_photo(&mut finished);
+        for (i, result, _) in finished {
+            answers[i].get_or_insert(Ok(result));
+        }
+        answers
+            .into_iter()
+            .map(|a| a.expect("every request is answered"))
+            .collect()
     }
 
-    fn write(
-        &mut self,
-        keywords: &[String],
-        options: &PoemOptions,
-    ) -> Result<Vec<Candidate>, Error> {
-        let request = PoemRequest {
-            form: options.form,
-            keywords: keywords.to_vec(),
-            acrostic: options.acrostic.clone(),
-            candidates: options.candidates,
-            seed: options.seed,
+    /// The photos of a batch, embedded together, and their keywords; `None`
+    /// for requests without a photo.
+    fn match_photos(&mut self, requests: &[Request]) -> Vec<Option<Result<PhotoWork, Error>>> {
+        let photos: Vec<(&[u8], Option<&[String]>)> = requests
+            .iter()
+            .filter_map(|r| match r {
+                Request::Photo {
+                    bytes, vocabulary, ..
+                } => Some((bytes.as_slice(), vocabulary.as_deref())),
+                _ => None,
+            })
+            .collect();
+        let mut matched = match self.matcher.as_mut() {
+            _ if photos.is_empty() => Vec::new(),
+            None => photos
+                .iter()
+                .map(|_| Err(Error::Input("no photo matcher loaded".into())))
+                .collect(),
+            Some(matcher) => {
+                let bytes: Vec<&[u8]> = photos.iter().map(|p| p.0).collect();
+                let features = matcher.embed_photos(&bytes);
+                features
+                    .into_iter()
+                    .zip(&photos)
+                    .map(|(feature, (_, custom))| {
+                        let feature = feature?;
+                        let matched =
+                            matcher.top_keywords(&feature, self.top_k, self.diverse, *custom)?;
+                        Ok(PhotoWork { feature, matched })
+                    })
+                    .collect()
+            }
+        }
+        .into_iter();
+        requests
+            .iter()
+            .map(|r| matches!(r, Request::Photo { .. }).then(|| matched.next().expect("one per photo")))
+            .collect()
+    }
+
+    /// Adds `clip_weight` × poem–photo similarity to photo poems' candidates,
+    /// all poems' texts embedded together, and sorts them again.
+    fn rerank_by_photo(&self, finished: &mut [(usize, PoemResult, Option<PhotoWork>)]) {
+        let Some(matcher) = &self.matcher else {
+            return;
         };
-        Ok(self
-            .poet
-            .write(&request, self.sampling, self.keyword_weight)?)
+        let texts: Vec<String> = finished
+            .iter()
+            .filter(|f| f.2.is_some())
+            .flat_map(|f| f.1.candidates.iter().map(|c| c.lines.join("，")))
+            .collect();
+        if texts.is_empty() {
+            return;
+        }
+        let features = match matcher.clip.embed_texts(&texts) {
+            Ok(features) => features,
+            Err(e) => {
+                // The poems stand as the poet ranked them.
+                tracing::warn!("poem–photo similarity failed: {e}");
+                return;
+            }
+        };
+        let mut features = features.iter();
+        for (_, result, photo) in finished.iter_mut() {
+            let Some(photo) = photo else { continue };
+            for c in &mut result.candidates {
+                let text = features.next().expect("one feature per poem");
+                c.score += self.clip_weight * dot(text, &photo.feature) as f64;
+            }
+            result.candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+        }
+    }
+}
+
+fn poem_request(keywords: &[String], options: &PoemOptions) -> PoemRequest {
+    PoemRequest {
+        form: options.form,
+        keywords: keywords.to_vec(),
+        acrostic: options.acrostic.clone(),
+        candidates: options.candidates,
+        seed: options.seed,
     }
 }

@@ -1,54 +1,42 @@
 //! The model thread: one OS thread owns the pipeline; async callers send it
-//! jobs over a bounded queue and get the answer on a oneshot channel.
+//! requests over a bounded queue and get the answer on a oneshot channel.
 //!
 //! As in text-embeddings-inference: the models never run on the async runtime,
 //! a full queue answers `Overloaded` at once instead of waiting, each caller
-//! learns its place in the queue, and a panic inside a job is caught, reported
-//! to that caller, and the thread goes on with the next job.
+//! learns its place in the queue, and the requests waiting together run as one
+//! batch (after a short wait for more, [`Batching`]). A panic inside a batch
+//! is caught; its requests run again one at a time, so only the one that
+//! panics is told so, and the thread goes on.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use crate::error::Error;
-use crate::pipeline::{Pipeline, PoemOptions, PoemResult};
-
-/// What the model thread can be asked.
-#[derive(Debug, Clone)]
-pub enum Job {
-    Keywords {
-        keywords: Vec<String>,
-        options: PoemOptions,
-    },
-    Photo {
-        bytes: Vec<u8>,
-        keywords: Vec<String>,
-        /// A channel's own keyword list; `None`: the built-in vocabulary.
-        vocabulary: Option<Vec<String>>,
-        options: PoemOptions,
-    },
-}
+use crate::pipeline::{Pipeline, PoemResult, Request};
 
 /// The synchronous side of the worker: the pipeline, or a stand-in in tests.
 pub trait Backend: Send + 'static {
-    fn run(&mut self, job: Job) -> Result<PoemResult, Error>;
+    /// One answer per request, in order.
+    fn run_batch(&mut self, requests: &[Request]) -> Vec<Result<PoemResult, Error>>;
 }
 
 impl Backend for Pipeline {
-    fn run(&mut self, job: Job) -> Result<PoemResult, Error> {
-        match job {
-            Job::Keywords { keywords, options } => self.poem_from_keywords(keywords, &options),
-            Job::Photo {
-                bytes,
-                keywords,
-                vocabulary,
-                options,
-            } => self.poem_from_photo(&bytes, keywords, vocabulary.as_deref(), &options),
-        }
+    fn run_batch(&mut self, requests: &[Request]) -> Vec<Result<PoemResult, Error>> {
+        Pipeline::run_batch(self, requests)
     }
+}
+
+/// How requests are grouped: at most `max_requests` a batch; after a batch's
+/// first request, up to `wait` for more to arrive.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub max_requests: usize,
+    pub wait: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,20 +52,20 @@ pub enum WorkerError {
 }
 
 struct Envelope {
-    job: Job,
+    request: Request,
     reply: oneshot::Sender<Result<PoemResult, WorkerError>>,
 }
 
 #[derive(Clone)]
 pub struct Worker {
     queue: SyncSender<Envelope>,
-    /// Jobs sent and not yet finished (the one running included).
+    /// Requests sent and not yet answered (those running included).
     pending: Arc<AtomicUsize>,
 }
 
-/// A job in the queue.
+/// A request in the queue.
 pub struct Ticket {
-    /// Jobs ahead of this one when it was queued (0: it runs next).
+    /// Requests ahead of this one when it was queued (0: it runs next).
     pub ahead: usize,
     reply: oneshot::Receiver<Result<PoemResult, WorkerError>>,
 }
@@ -89,41 +77,34 @@ impl Ticket {
 }
 
 impl Worker {
-    /// Starts the model thread with room for `queue_size` waiting jobs.
-    pub fn spawn(mut backend: impl Backend, queue_size: usize) -> Self {
-        let (queue, jobs) = sync_channel::<Envelope>(queue_size);
+    /// Starts the model thread with room for `queue_size` waiting requests.
+    pub fn spawn(mut backend: impl Backend, queue_size: usize, batching: Batching) -> Self {
+        let (queue, inbox) = sync_channel::<Envelope>(queue_size);
         let pending = Arc::new(AtomicUsize::new(0));
         let done = pending.clone();
         std::thread::Builder::new()
             .name("yingshi-models".into())
             .spawn(move || {
-                for Envelope { job, reply } in jobs {
-                    let result = match catch_unwind(AssertUnwindSafe(|| backend.run(job))) {
-                        Ok(result) => result.map_err(WorkerError::Failed),
-                        Err(panic) => {
-                            let what = panic
-                                .downcast_ref::<&str>()
-                                .map(|s| s.to_string())
-                                .or_else(|| panic.downcast_ref::<String>().cloned())
-                                .unwrap_or_default();
-                            tracing::error!(what, "a job panicked in the model thread");
-                            Err(WorkerError::Panicked)
-                        }
-                    };
-                    done.fetch_sub(1, Ordering::SeqCst);
-                    // The caller may have gone; nothing to do then.
-                    let _ = reply.send(result);
+                while let Some(batch) = next_batch(&inbox, batching) {
+                    let (requests, replies): (Vec<Request>, Vec<_>) =
+                        batch.into_iter().map(|e| (e.request, e.reply)).unzip();
+                    let answers = run_caught(&mut backend, &requests);
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        done.fetch_sub(1, Ordering::SeqCst);
+                        // The caller may have gone; nothing to do then.
+                        let _ = reply.send(answer);
+                    }
                 }
             })
             .expect("the model thread starts");
         Self { queue, pending }
     }
 
-    /// Queues a job, or says at once that the queue is full.
-    pub fn submit(&self, job: Job) -> Result<Ticket, WorkerError> {
+    /// Queues a request, or says at once that the queue is full.
+    pub fn submit(&self, request: Request) -> Result<Ticket, WorkerError> {
         let (reply, rx) = oneshot::channel();
         let ahead = self.pending.fetch_add(1, Ordering::SeqCst);
-        match self.queue.try_send(Envelope { job, reply }) {
+        match self.queue.try_send(Envelope { request, reply }) {
             Ok(()) => Ok(Ticket { ahead, reply: rx }),
             Err(e) => {
                 self.pending.fetch_sub(1, Ordering::SeqCst);
@@ -135,9 +116,57 @@ impl Worker {
         }
     }
 
-    /// Jobs waiting or running now.
+    /// Requests waiting or running now.
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::SeqCst)
+    }
+}
+
+/// Waits for a request, then takes those already waiting and those that come
+/// within the wait, up to the batch size; `None` when every sender is gone.
+fn next_batch(inbox: &Receiver<Envelope>, batching: Batching) -> Option<Vec<Envelope>> {
+    let first = inbox.recv().ok()?;
+    let deadline = Instant::now() + batching.wait;
+    let mut batch = vec![first];
+    while batch.len() < batching.max_requests {
+        let next = match inbox.try_recv() {
+            Ok(envelope) => envelope,
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {
+                match inbox.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(envelope) => envelope,
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
+        batch.push(next);
+    }
+    Some(batch)
+}
+
+/// Runs a batch; if it panics, runs its requests one at a time so that only
+/// the one that panics fails.
+fn run_caught(backend: &mut impl Backend, requests: &[Request]) -> Vec<Result<PoemResult, WorkerError>> {
+    match catch_unwind(AssertUnwindSafe(|| backend.run_batch(requests))) {
+        Ok(answers) => answers
+            .into_iter()
+            .map(|a| a.map_err(WorkerError::Failed))
+            .collect(),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(what, batch = requests.len(), "a batch panicked in the model thread");
+            if requests.len() == 1 {
+                return vec![Err(WorkerError::Panicked)];
+            }
+            requests
+                .chunks(1)
+                .flat_map(|one| run_caught(backend, one))
+                .collect()
+        }
     }
 }
 
@@ -147,36 +176,46 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::pipeline::PoemOptions;
     use crate::poem::Form;
 
-    /// Says when a job starts, then waits until the test lets it finish;
-    /// panics on the keyword "panic".
+    /// Says when a batch starts (with its keywords), then waits until the test
+    /// lets it finish; panics on the keyword "panic".
     struct Gate {
-        started: mpsc::Sender<()>,
+        started: mpsc::Sender<Vec<String>>,
         release: Mutex<mpsc::Receiver<()>>,
     }
 
     impl Backend for Gate {
-        fn run(&mut self, job: Job) -> Result<PoemResult, Error> {
-            let Job::Keywords { keywords, options } = job else {
-                unreachable!()
-            };
-            self.started.send(()).unwrap();
+        fn run_batch(&mut self, requests: &[Request]) -> Vec<Result<PoemResult, Error>> {
+            let words: Vec<String> = requests
+                .iter()
+                .map(|r| match r {
+                    Request::Keywords { keywords, .. } => keywords[0].clone(),
+                    _ => unreachable!(),
+                })
+                .collect();
+            self.started.send(words.clone()).unwrap();
             self.release.lock().unwrap().recv().unwrap();
-            if keywords.iter().any(|k| k == "panic") {
+            if words.iter().any(|w| w == "panic") {
                 panic!("planted");
             }
-            Ok(PoemResult {
-                form: options.form,
-                keywords,
-                matched: vec![],
-                candidates: vec![],
-            })
+            words
+                .into_iter()
+                .map(|w| {
+                    Ok(PoemResult {
+                        form: Form::WuJue,
+                        keywords: vec![w],
+                        matched: vec![],
+                        candidates: vec![],
+                    })
+                })
+                .collect()
         }
     }
 
-    fn job(word: &str) -> Job {
-        Job::Keywords {
+    fn request(word: &str) -> Request {
+        Request::Keywords {
             keywords: vec![word.into()],
             options: PoemOptions {
                 form: Form::WuJue,
@@ -187,8 +226,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn queue_positions_overload_and_panics() {
+    fn gated(queue: usize, max_requests: usize, wait_ms: u64) -> (Worker, mpsc::Receiver<Vec<String>>, mpsc::Sender<()>) {
         let (started_tx, started) = mpsc::channel();
         let (release, release_rx) = mpsc::channel();
         let worker = Worker::spawn(
@@ -196,25 +234,35 @@ mod tests {
                 started: started_tx,
                 release: Mutex::new(release_rx),
             },
-            2,
+            queue,
+            Batching {
+                max_requests,
+                wait: Duration::from_millis(wait_ms),
+            },
         );
+        (worker, started, release)
+    }
 
-        let first = worker.submit(job("a")).unwrap();
+    #[tokio::test]
+    async fn queue_positions_overload_and_panics() {
+        let (worker, started, release) = gated(2, 16, 0);
+        let first = worker.submit(request("a")).unwrap();
         assert_eq!(first.ahead, 0);
-        started.recv().unwrap(); // "a" runs; the queue is empty again.
+        assert_eq!(started.recv().unwrap(), ["a"]); // "a" runs; the queue is empty again.
         let queued: Vec<Ticket> = ["b", "panic"]
             .iter()
-            .map(|w| worker.submit(job(w)).unwrap())
+            .map(|w| worker.submit(request(w)).unwrap())
             .collect();
         assert_eq!(queued.iter().map(|t| t.ahead).collect::<Vec<_>>(), [1, 2]);
-        let over = worker.submit(job("c"));
+        let over = worker.submit(request("c"));
         assert!(
             matches!(over, Err(WorkerError::Overloaded { waiting: 3 })),
             "{:?}",
             over.err()
         );
 
-        for _ in 0..3 {
+        // "a"; then "b" and "panic" as one batch, which panics; then each alone.
+        for _ in 0..4 {
             release.send(()).unwrap();
         }
         assert_eq!(first.result().await.unwrap().keywords, ["a"]);
@@ -222,12 +270,48 @@ mod tests {
         for t in queued {
             results.push(t.result().await);
         }
+        let batches: Vec<Vec<String>> = started.try_iter().collect();
+        assert_eq!(batches, [vec!["b", "panic"], vec!["b"], vec!["panic"]]);
         assert_eq!(results[0].as_ref().unwrap().keywords, ["b"]);
         assert!(matches!(results[1], Err(WorkerError::Panicked)));
         // The thread survived the panic.
-        let after = worker.submit(job("d")).unwrap();
+        let after = worker.submit(request("d")).unwrap();
         release.send(()).unwrap();
         assert_eq!(after.result().await.unwrap().keywords, ["d"]);
         assert_eq!(worker.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn waiting_requests_run_together_up_to_the_batch_size() {
+        let (worker, started, release) = gated(16, 2, 0);
+        let first = worker.submit(request("a")).unwrap();
+        assert_eq!(started.recv().unwrap(), ["a"]);
+        let waiting: Vec<Ticket> = ["b", "c", "d"]
+            .iter()
+            .map(|w| worker.submit(request(w)).unwrap())
+            .collect();
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        first.result().await.unwrap();
+        for (t, w) in waiting.into_iter().zip(["b", "c", "d"]) {
+            assert_eq!(t.result().await.unwrap().keywords, [w]);
+        }
+        let batches: Vec<Vec<String>> = started.try_iter().collect();
+        assert_eq!(batches, [vec!["b", "c"], vec!["d"]]);
+    }
+
+    #[tokio::test]
+    async fn the_wait_window_lets_a_later_request_join() {
+        // An idle worker with a long window: the second request, sent soon
+        // after the first, joins its batch.
+        let (worker, started, release) = gated(16, 2, 2_000);
+        let first = worker.submit(request("a")).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let second = worker.submit(request("b")).unwrap();
+        release.send(()).unwrap();
+        first.result().await.unwrap();
+        second.result().await.unwrap();
+        assert_eq!(started.try_iter().collect::<Vec<_>>(), [vec!["a", "b"]]);
     }
 }

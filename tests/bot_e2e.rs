@@ -306,13 +306,14 @@ fn start_bot_with(discord: &FakeDiscord, state_file: &Path, cache: &Path, extra:
         env.into_iter().map(|(k, v)| (k.to_string(), v)),
     )
     .unwrap();
-    let device = candle_core::Device::Cpu;
+    let placement = config.placement().unwrap();
     let poet = yingshi::poem::Poet::load(
         &yingshi::config::Config::resolve(&config.models.poet_dir),
-        &device,
+        &placement.device,
+        placement.dtype,
     )
     .unwrap();
-    let matcher = yingshi::pipeline::Matcher::load(&config, None, None, &device).unwrap();
+    let matcher = yingshi::pipeline::Matcher::load(&config, None, None, &placement).unwrap();
     let pipeline = yingshi::pipeline::Pipeline::new(&config, poet, Some(matcher));
     tokio::spawn(async move {
         if let Err(e) = yingshi::bot::run(config, pipeline).await {

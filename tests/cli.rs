@@ -116,6 +116,36 @@ fn bad_poem_arguments_are_friendly() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+#[test]
+fn rewrite_one_line_of_a_poem() {
+    let poem = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。";
+    let kept = ["白日依山尽", "欲穷千里目", "更上一层楼"];
+    let v = run_json(yingshi().args([
+        "poem", "--rewrite", "2", "--poem", poem, "--seed", "1", "--candidates", "3", "--json",
+    ]));
+    // The form comes from the poem; line 2 is new, the others are kept.
+    assert_eq!(v["form"], "五绝");
+    let lines: Vec<&str> = v["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!([lines[0], lines[2], lines[3]], kept);
+    assert_ne!(lines[1], "黄河入海流");
+    yingshi()
+        .args(["check", &lines.join("，")])
+        .assert()
+        .success();
+
+    let out = yingshi()
+        .args(["poem", "--rewrite", "5", "--poem", poem])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("no line 5"));
+}
+
 /// Runs a command that must succeed and print JSON.
 fn run_json(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.output().unwrap();

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use serde::Deserialize;
 use yingshi::embedding::ClipModel;
 use yingshi::keywords::{EmbeddingCache, KeywordIndex, Vocabulary};
@@ -29,7 +29,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn plain_list_scores_are_the_prototypes_cosines() {
     let dir = fixtures().join("clip-tiny");
-    let clip = ClipModel::load(&dir, &Device::Cpu).unwrap();
+    let clip = ClipModel::load(&dir, &Device::Cpu, DType::F32).unwrap();
     let reference: Reference =
         serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
             .unwrap();
@@ -75,7 +75,7 @@ fn plain_list_scores_are_the_prototypes_cosines() {
 
 #[test]
 fn embeddings_are_cached_and_only_new_texts_are_embedded() {
-    let clip = ClipModel::load(&fixtures().join("clip-tiny"), &Device::Cpu).unwrap();
+    let clip = ClipModel::load(&fixtures().join("clip-tiny"), &Device::Cpu, DType::F32).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let vocabulary =
         Vocabulary::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("keywords/default.txt"))

@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
 
-use candle_core::Device;
-use yingshi::poem::{checker, Form, PoemRequest, Poet, Sampling};
+use candle_core::{DType, Device};
+use yingshi::error::PoemError;
+use yingshi::poem::{checker, Candidate, Form, LineRequest, PoemRequest, Poet, Sampling};
 
 static POET: Mutex<Option<Poet>> = Mutex::new(None);
 
@@ -16,25 +17,45 @@ const SAMPLING: Sampling = Sampling {
     keyword_bonus: 4.0,
 };
 
-fn write(
-    form: Form,
-    keywords: &[&str],
-    acrostic: Option<&str>,
-    seed: u64,
-) -> Vec<yingshi::poem::Candidate> {
+fn with_poet<T>(f: impl FnOnce(&mut Poet) -> T) -> T {
     let mut guard = POET.lock().unwrap_or_else(|e| e.into_inner());
     let poet = guard.get_or_insert_with(|| {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/poet-t5");
-        Poet::load(&dir, &Device::Cpu).unwrap()
+        Poet::load(&dir, &Device::Cpu, DType::F32).unwrap()
     });
-    let request = PoemRequest {
+    f(poet)
+}
+
+fn request(form: Form, keywords: &[&str], acrostic: Option<&str>, seed: u64) -> PoemRequest {
+    PoemRequest {
         form,
         keywords: keywords.iter().map(|s| s.to_string()).collect(),
         acrostic: acrostic.map(str::to_owned),
         candidates: 4,
         seed,
+    }
+}
+
+fn write(form: Form, keywords: &[&str], acrostic: Option<&str>, seed: u64) -> Vec<Candidate> {
+    let request = request(form, keywords, acrostic, seed);
+    with_poet(|poet| poet.write(&request, SAMPLING, 2.0).unwrap())
+}
+
+fn rewrite(poem: PoemRequest, lines: &[String], line: usize) -> Result<Vec<Candidate>, PoemError> {
+    let request = LineRequest {
+        poem,
+        lines: lines.to_vec(),
+        line,
     };
-    poet.write(&request, SAMPLING, 2.0).unwrap()
+    with_poet(|poet| poet.rewrite(&request, SAMPLING, 2.0))
+}
+
+fn assert_strict_and_unrepeated(lines: &[String]) {
+    let report = checker::check_lines(lines);
+    assert!(report.pass, "{lines:?}: {:?}", report.violations);
+    let chars: Vec<char> = lines.concat().chars().collect();
+    let distinct: HashSet<char> = chars.iter().copied().collect();
+    assert_eq!(distinct.len(), chars.len(), "repeated character in {lines:?}");
 }
 
 #[test]
@@ -48,19 +69,7 @@ fn every_form_passes_the_strict_check() {
         for candidate in write(form, keywords, None, 7) {
             let report = checker::check_lines(&candidate.lines);
             assert_eq!(report.form, Some(form), "{:?}", candidate.lines);
-            assert!(
-                report.pass,
-                "{:?}: {:?}",
-                candidate.lines, report.violations
-            );
-            let chars: Vec<char> = candidate.lines.concat().chars().collect();
-            let distinct: HashSet<char> = chars.iter().copied().collect();
-            assert_eq!(
-                distinct.len(),
-                chars.len(),
-                "repeated character in {:?}",
-                candidate.lines
-            );
+            assert_strict_and_unrepeated(&candidate.lines);
         }
     }
 }
@@ -98,4 +107,82 @@ fn unseen_keyword_still_gives_a_poem() {
     // 咖啡 is not in the poet's training keywords; the poem still has the form.
     let ranked = write(Form::WuJue, &["咖啡"], None, 5);
     assert!(checker::check_lines(&ranked[0].lines).pass);
+}
+
+#[test]
+fn a_rewritten_line_keeps_the_poem_and_its_rules() {
+    for (form, keywords, acrostic) in [
+        (Form::QiJue, &["孤舟", "明月"][..], None),
+        (Form::WuLv, &["秋风", "落叶"][..], None),
+        (Form::WuJue, &["江南"][..], Some("春江花月")),
+    ] {
+        let poem = write(form, keywords, acrostic, 21).remove(0).lines;
+        // The first line (its rhyme decides the template), an even (rhyming) line, the last.
+        for line in [0, 1, form.lines() - 1] {
+            let candidates = rewrite(request(form, keywords, acrostic, 5), &poem, line).unwrap();
+            let mut new_lines = HashSet::new();
+            for c in &candidates {
+                for (i, (new, old)) in c.lines.iter().zip(&poem).enumerate() {
+                    if i == line {
+                        assert_ne!(new, old, "line {} came back unchanged", i + 1);
+                    } else {
+                        assert_eq!(new, old, "line {} changed", i + 1);
+                    }
+                }
+                assert_strict_and_unrepeated(&c.lines);
+                if let Some(a) = acrostic {
+                    assert!(c.lines[line].starts_with(a.chars().nth(line).unwrap()));
+                }
+                assert!(new_lines.insert(c.lines[line].clone()), "candidates repeat");
+            }
+            assert!(candidates.windows(2).all(|w| w[0].score >= w[1].score));
+        }
+    }
+}
+
+#[test]
+fn a_poem_the_rules_cannot_work_with_is_refused_plainly() {
+    let poem = write(Form::WuJue, &["梅花"], None, 2).remove(0).lines;
+    let wrong = [
+        (poem[..3].to_vec(), 0, "4 lines"),
+        (poem.clone(), 4, "no line 5"),
+        (
+            vec![poem[0].clone(), "咖啡拿铁香".into(), poem[2].clone(), poem[3].clone()],
+            0,
+            "the poet knows",
+        ),
+    ];
+    for (lines, line, says) in wrong {
+        let err = rewrite(request(Form::WuJue, &["梅花"], None, 1), &lines, line).unwrap_err();
+        assert!(matches!(err, PoemError::Lines(_)), "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
+}
+
+#[test]
+fn a_batch_writes_what_each_request_writes_alone() {
+    let requests = vec![
+        request(Form::QiJue, &["春风", "杨柳"], None, 1),
+        request(Form::WuJue, &["孤舟"], None, 2),
+        request(Form::QiJue, &["秋风", "落叶", "寒江"], None, 3),
+        request(Form::WuJue, &["明月"], Some("春江花月"), 4),
+        request(Form::QiJue, &["白云"], Some("不够"), 5),
+        request(Form::WuLv, &["青山"], None, 6),
+    ];
+    let batched = with_poet(|poet| poet.write_batch(&requests, SAMPLING, 2.0));
+    assert_eq!(batched.len(), requests.len());
+    for (request, batched) in requests.iter().zip(batched) {
+        let alone = with_poet(|poet| poet.write(request, SAMPLING, 2.0));
+        match (alone, batched) {
+            (Ok(alone), Ok(batched)) => {
+                assert_eq!(alone.len(), batched.len());
+                for (a, b) in alone.iter().zip(&batched) {
+                    assert_eq!(a.lines, b.lines, "{request:?}");
+                    assert!((a.mean_logprob - b.mean_logprob).abs() < 1e-4);
+                }
+            }
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => panic!("{request:?}: alone {a:?}, batched {b:?}"),
+        }
+    }
 }

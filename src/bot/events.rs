@@ -7,7 +7,7 @@ use poise::serenity_prelude as serenity;
 use crate::bot::download::AttachmentInfo;
 use crate::bot::reply;
 use crate::bot::types::{BotError, Data};
-use crate::worker::Job;
+use crate::pipeline::Request;
 
 pub async fn handle(
     ctx: &serenity::Context,
@@ -69,7 +69,7 @@ async fn photo_post(
             })
             .await?;
         let options = data.options(&settings, None, None, None);
-        let ticket = data.worker.submit(Job::Photo {
+        let ticket = data.worker.submit(Request::Photo {
             bytes,
             keywords: Vec::new(),
             vocabulary: settings.keywords.clone(),
@@ -117,7 +117,7 @@ async fn again(
     press.defer(&ctx.http).await?;
     let settings = data.state.get(press.channel_id.get());
     let options = data.options(&settings, Some(form), None, None);
-    let edit = match data.worker.submit(Job::Keywords { keywords, options }) {
+    let edit = match data.worker.submit(Request::Keywords { keywords, options }) {
         Ok(ticket) => match ticket.result().await {
             Ok(poem) => serenity::EditInteractionResponse::new()
                 .embed(reply::embed(&poem, None))

@@ -25,7 +25,7 @@ use poise::serenity_prelude as serenity;
 use crate::config::Config;
 use crate::error::Error;
 use crate::pipeline::Pipeline;
-use crate::worker::Worker;
+use crate::worker::{Batching, Worker};
 use types::{BotError, Data};
 
 /// Builds the bot's state, connects, and runs until the connection ends.
@@ -51,7 +51,14 @@ pub async fn run(config: Config, pipeline: Pipeline) -> Result<(), Error> {
     )
     .map_err(|e| Error::Input(e.to_string()))?;
     let data = Arc::new(Data {
-        worker: Worker::spawn(pipeline, config.limits.queue_size),
+        worker: Worker::spawn(
+            pipeline,
+            config.limits.queue_size,
+            Batching {
+                max_requests: config.batch.max_requests,
+                wait: Duration::from_millis(config.batch.wait_ms),
+            },
+        ),
         state,
         limits: ratelimit::RateLimits::new(
             config.limits.user_per_minute,

@@ -34,13 +34,21 @@ pub struct ClipModel {
     tokenizer: Tokenizer,
     preprocessor: Preprocessor,
     device: Device,
+    dtype: DType,
     /// Names the weights, for the keyword-embedding cache.
     fingerprint: String,
 }
 
 impl ClipModel {
-    /// Loads a directory in the Hugging Face layout.
-    pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+    /// Loads a directory in the Hugging Face layout, the weights in `dtype`.
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self, ModelError> {
+        if dtype == DType::F16 {
+            // Its extended attention mask is (1 − mask) × f32::MIN, which is
+            // 0 × −∞ = NaN in f16.
+            return Err(ModelError::Format(
+                "candle's Chinese-CLIP text model gives NaN in f16; use bf16 or f32".into(),
+            ));
+        }
         let config_text = std::fs::read_to_string(dir.join("config.json")).map_err(|source| {
             ModelError::MissingFile {
                 path: dir.join("config.json"),
@@ -55,9 +63,9 @@ impl ClipModel {
         let weights = weights_file(dir)?;
         let vb = if weights.extension().is_some_and(|e| e == "safetensors") {
             // SAFETY: the file is memory-mapped read-only and not changed while loaded.
-            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
+            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], dtype, device) }
         } else {
-            VarBuilder::from_pth(&weights, DType::F32, device)
+            VarBuilder::from_pth(&weights, dtype, device)
         }
         .map_err(|e| ModelError::Weights(dir.to_owned(), Box::new(e)))?;
         let model = ChineseClipModel::new(vb, &config)
@@ -67,7 +75,8 @@ impl ClipModel {
             tokenizer,
             preprocessor,
             device: device.clone(),
-            fingerprint: fingerprint(&config_text, &weights)?,
+            dtype,
+            fingerprint: fingerprint(&config_text, &weights, dtype)?,
         })
     }
 
@@ -79,10 +88,14 @@ impl ClipModel {
         &self.preprocessor
     }
 
-    /// Projected features `(batch, dim)` of pixel tensors `(batch, 3, side, side)`,
-    /// as `get_image_features` returns them (not normalised).
+    /// Projected features `(batch, dim)` of f32 pixel tensors `(batch, 3, side, side)`,
+    /// as `get_image_features` returns them (not normalised), in f32.
     pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(self.model.get_image_features(pixels)?)
+        let pixels = pixels.to_device(&self.device)?.to_dtype(self.dtype)?;
+        Ok(self
+            .model
+            .get_image_features(&pixels)?
+            .to_dtype(DType::F32)?)
     }
 
     /// Normalised features of a batch of decoded photos.
@@ -120,7 +133,7 @@ impl ClipModel {
     }
 
     /// Projected features `(texts, dim)`, as `get_text_features` returns them
-    /// for a padded batch with its attention mask (not normalised).
+    /// for a padded batch with its attention mask (not normalised), in f32.
     pub fn text_features(&self, texts: &[String]) -> Result<Tensor, ModelError> {
         let mut out = Vec::new();
         for chunk in texts.chunks(TEXT_BATCH) {
@@ -141,7 +154,11 @@ impl ClipModel {
             }
             let input = Tensor::from_vec(flat, (ids.len(), len), &self.device)?;
             let mask = Tensor::from_vec(mask, (ids.len(), len), &self.device)?;
-            out.push(self.model.get_text_features(&input, None, Some(&mask))?);
+            out.push(
+                self.model
+                    .get_text_features(&input, None, Some(&mask))?
+                    .to_dtype(DType::F32)?,
+            );
         }
         Ok(Tensor::cat(&out, 0)?)
     }
@@ -184,9 +201,9 @@ fn weights_file(dir: &Path) -> Result<PathBuf, ModelError> {
         })
 }
 
-/// A hash of the config and of the weights file's size and first mebibyte:
-/// cheap, and different for different weights in practice.
-fn fingerprint(config: &str, weights: &Path) -> Result<String, ModelError> {
+/// A hash of the config, of the weights file's size and first mebibyte, and
+/// of the dtype they run in: cheap, and different for different weights in practice.
+fn fingerprint(config: &str, weights: &Path, dtype: DType) -> Result<String, ModelError> {
     use std::io::Read;
     let io = |source| ModelError::MissingFile {
         path: weights.to_owned(),
@@ -200,6 +217,7 @@ fn fingerprint(config: &str, weights: &Path) -> Result<String, ModelError> {
     h.update(config.as_bytes());
     h.update(len.to_le_bytes());
     h.update(&head);
+    h.update(dtype.as_str());
     Ok(h.finalize()
         .iter()
         .take(12)

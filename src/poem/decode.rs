@@ -14,8 +14,13 @@
 //! keyword that fits the remaining slots gets a logit bonus, and once it is
 //! drawn the rest of the keyword is written while the rules allow it.
 //!
-//! The N candidates are decoded as one batch; each has its own template
-//! (平起/仄起, first line rhymed or not) and random stream.
+//! The N candidates are decoded as one batch, and so are the candidates of
+//! several requests of one form ([`Decoder::write_batch`]); each row has its
+//! own template (平起/仄起, first line rhymed or not), rules and random stream.
+//!
+//! 换一句 ([`Decoder::rewrite`]) writes one line of a finished poem again under
+//! the template, rhyme and characters of the lines kept, and scores each new
+//! line with the kept lines after it, so the poem still reads on.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -28,13 +33,13 @@ use super::model::PoetModel;
 use super::novelty::LineFilter;
 use super::rhyme::{RhymeGroup, RhymeTable, Tone};
 use super::Form;
-use crate::error::PoemError;
+use crate::error::{ModelError, PoemError};
 
 /// A rhyme group must have this many characters in the vocabulary to open a
 /// poem, so that a 律诗's five rhymes can always be found.
 const MIN_RHYME_GROUP: usize = 30;
 
-/// Stands in a failed row's line so that the batch's sources keep one length.
+/// Stands in a failed row's line, which keeps its place in the batch until the end.
 const FILLER: char = '□';
 
 #[derive(Debug, Clone)]
@@ -45,6 +50,15 @@ pub struct PoemRequest {
     pub acrostic: Option<String>,
     pub candidates: usize,
     pub seed: u64,
+}
+
+/// 换一句: write line `line` of a finished poem anew, the other lines kept.
+#[derive(Debug, Clone)]
+pub struct LineRequest {
+    /// The poem's form, keywords, acrostic; the number of new lines to try and the seed.
+    pub poem: PoemRequest,
+    pub lines: Vec<String>,
+    pub line: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +72,8 @@ pub struct Sampling {
 #[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
     pub lines: Vec<String>,
-    /// Mean log-probability of the poem's characters under the model.
+    /// Mean log-probability of the poem's characters under the model (for a
+    /// rewritten line: of the new line and the lines after it).
     pub mean_logprob: f64,
     pub keywords_used: Vec<String>,
     /// Share of the request's keywords the poem contains (1 when none were given).
@@ -112,13 +127,134 @@ impl Rules {
             wide: sizes.into_iter().map(|s| s >= threshold).collect(),
         }
     }
+
+    fn char_info(&self, model: &PoetModel, c: char) -> Option<&CharInfo> {
+        model
+            .id_of(c)
+            .and_then(|id| self.info[id as usize].as_ref())
+    }
 }
 
-/// One candidate poem being written.
+/// A request's keywords, acrostic and repeat budget, worked out once.
+struct Plan {
+    form: Form,
+    /// `{form}|{keywords}|`: every line's source starts so.
+    source_head: String,
+    keywords: Vec<String>,
+    keyword_chars: Vec<Vec<char>>,
+    acrostic: Option<Vec<char>>,
+    /// How often a character may appear: as often as the keywords (or the
+    /// acrostic) repeat it, else once.
+    budget: HashMap<char, usize>,
+    candidates: usize,
+    seed: u64,
+}
+
+impl Plan {
+    fn new(req: &PoemRequest, model: &PoetModel) -> Result<Self, PoemError> {
+        let form = req.form;
+        let keywords: Vec<String> = req
+            .keywords
+            .iter()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect();
+        let keyword_chars: Vec<Vec<char>> = keywords.iter().map(|k| k.chars().collect()).collect();
+        let acrostic: Option<Vec<char>> = req.acrostic.as_ref().map(|a| a.chars().collect());
+        if let Some(a) = &acrostic {
+            if a.len() != form.lines() {
+                return Err(PoemError::Acrostic(format!(
+                    "an acrostic for a {form} needs {} characters, not {}",
+                    form.lines(),
+                    a.len()
+                )));
+            }
+            if let Some(c) = a.iter().find(|&&c| model.id_of(c).is_none()) {
+                return Err(PoemError::Acrostic(format!(
+                    "the poet does not know the character 「{c}」"
+                )));
+            }
+        }
+        let mut budget: HashMap<char, usize> = HashMap::new();
+        for c in keyword_chars.iter().flatten() {
+            *budget.entry(*c).or_default() += 1;
+        }
+        for &c in acrostic.iter().flatten() {
+            let in_acrostic = acrostic.iter().flatten().filter(|&&a| a == c).count();
+            let entry = budget.entry(c).or_default();
+            *entry = (*entry).max(in_acrostic);
+        }
+        Ok(Self {
+            form,
+            source_head: format!("{}|{}|", form.name(), req.keywords.join(" ")),
+            keywords,
+            keyword_chars,
+            acrostic,
+            budget,
+            candidates: req.candidates.max(1),
+            seed: req.seed,
+        })
+    }
+
+    /// The templates an acrostic's characters fit (all four without one, or when none fits).
+    fn templates(&self, rules: &Rules, model: &PoetModel) -> Vec<Template> {
+        let all = Template::all(self.form);
+        let Some(a) = &self.acrostic else {
+            return all.to_vec();
+        };
+        let fitting: Vec<Template> = all
+            .into_iter()
+            .filter(|t| {
+                a.iter().enumerate().all(|(i, &c)| {
+                    rules
+                        .char_info(model, c)
+                        .is_some_and(|ci| fits(t.line(i)[0], ci))
+                })
+            })
+            .collect();
+        if fitting.is_empty() {
+            all.to_vec()
+        } else {
+            fitting
+        }
+    }
+
+    fn candidate(&self, lines: Vec<String>, logprob: f64, scored_chars: usize) -> Candidate {
+        let text: String = lines.concat();
+        let used: Vec<String> = self
+            .keywords
+            .iter()
+            .filter(|k| text.contains(k.as_str()))
+            .cloned()
+            .collect();
+        let share = if self.keywords.is_empty() {
+            1.0
+        } else {
+            used.len() as f64 / self.keywords.len() as f64
+        };
+        let mean = logprob / scored_chars as f64;
+        Candidate {
+            lines,
+            mean_logprob: mean,
+            keywords_used: used,
+            keyword_share: share,
+            score: mean,
+        }
+    }
+}
+
+/// One candidate being written.
 struct Row {
+    /// Which request (plan) of the batch it belongs to.
+    plan: usize,
     template: Template,
+    /// The lines before the one being written.
     lines: Vec<String>,
     current: Vec<char>,
+    /// The kept lines after it, when one line is rewritten.
+    rest: Vec<String>,
+    /// The line being rewritten, which must not come out again.
+    refused: Option<String>,
     used: HashMap<char, usize>,
     /// The groups the rhymes so far share; `None` before the first rhyme.
     rhyme: Option<Vec<RhymeGroup>>,
@@ -127,6 +263,25 @@ struct Row {
     logprob: f64,
     rng: StdRng,
     failed: bool,
+}
+
+impl Row {
+    fn new(plan: usize, template: Template, rng: StdRng) -> Self {
+        Self {
+            plan,
+            template,
+            lines: Vec::new(),
+            current: Vec::new(),
+            rest: Vec::new(),
+            refused: None,
+            used: HashMap::new(),
+            rhyme: None,
+            pending: VecDeque::new(),
+            logprob: 0.0,
+            rng,
+            failed: false,
+        }
+    }
 }
 
 pub struct Decoder<'a> {
@@ -138,136 +293,264 @@ pub struct Decoder<'a> {
 
 impl Decoder<'_> {
     pub fn write(&mut self, req: &PoemRequest) -> Result<Vec<Candidate>, PoemError> {
-        let form = req.form;
-        let n = form.chars_per_line();
-        let keywords: Vec<Vec<char>> = req
-            .keywords
-            .iter()
-            .map(|k| k.chars().collect::<Vec<_>>())
-            .filter(|k| !k.is_empty())
-            .collect();
-        let acrostic: Option<Vec<char>> = req.acrostic.as_ref().map(|a| a.chars().collect());
-        if let Some(a) = &acrostic {
-            if a.len() != form.lines() {
-                return Err(PoemError::Acrostic(format!(
-                    "an acrostic for a {form} needs {} characters, not {}",
-                    form.lines(),
-                    a.len()
-                )));
-            }
-            if let Some(c) = a.iter().find(|&&c| self.model.id_of(c).is_none()) {
-                return Err(PoemError::Acrostic(format!(
-                    "the poet does not know the character 「{c}」"
-                )));
-            }
-        }
-        // A character may repeat only as often as the keywords (or the acrostic) repeat it.
-        let mut budget: HashMap<char, usize> = HashMap::new();
-        for c in keywords.iter().flatten() {
-            *budget.entry(*c).or_default() += 1;
-        }
-        for &c in acrostic.iter().flatten() {
-            let in_acrostic = acrostic.iter().flatten().filter(|&&a| a == c).count();
-            let entry = budget.entry(c).or_default();
-            *entry = (*entry).max(in_acrostic);
-        }
-        let templates: Vec<Template> = Template::all(form)
-            .into_iter()
-            .filter(|t| acrostic_fits(t, acrostic.as_deref(), self.rules, self.model))
-            .collect();
-        let templates = if templates.is_empty() {
-            Template::all(form).to_vec()
-        } else {
-            templates
-        };
+        self.write_batch(std::slice::from_ref(req))
+            .pop()
+            .expect("one answer per request")
+    }
 
-        let mut seed_rng = StdRng::seed_from_u64(req.seed);
-        let mut rows: Vec<Row> = (0..req.candidates.max(1))
-            .map(|_| {
-                let rng = StdRng::seed_from_u64(seed_rng.random());
-                Row {
-                    template: templates[seed_rng.random_range(0..templates.len())],
-                    lines: Vec::new(),
-                    current: Vec::new(),
-                    used: HashMap::new(),
-                    rhyme: None,
-                    pending: VecDeque::new(),
-                    logprob: 0.0,
-                    rng,
-                    failed: false,
-                }
-            })
-            .collect();
-        let keyword_field = req.keywords.join(" ");
-
-        for line in 0..form.lines() {
-            let sources: Vec<Vec<u32>> = rows
-                .iter()
-                .map(|row| {
-                    let mut s = format!("{}|{}|", form.name(), keyword_field);
-                    for l in &row.lines {
-                        s.push_str(l);
-                        s.push('|');
+    /// Writes several requests' candidates together: the rows of all requests
+    /// of one form share each model call. Answers are in the requests' order,
+    /// and each is what [`Decoder::write`] gives for that request alone.
+    pub fn write_batch(&mut self, reqs: &[PoemRequest]) -> Vec<Result<Vec<Candidate>, PoemError>> {
+        let mut answers: Vec<Option<Result<Vec<Candidate>, PoemError>>> =
+            reqs.iter().map(|_| None).collect();
+        for form in Form::ALL {
+            let mut members = Vec::new();
+            let mut plans = Vec::new();
+            for (i, req) in reqs.iter().enumerate().filter(|(_, r)| r.form == form) {
+                match Plan::new(req, self.model) {
+                    Ok(plan) => {
+                        members.push(i);
+                        plans.push(plan);
                     }
-                    self.model.tokenize(&s)
-                })
-                .collect::<Result<_, _>>()?;
-            let encoded = self.model.start(&sources)?;
-            let mut last: Option<Vec<u32>> = None;
-            for pos in 0..n {
-                let logits = self.model.step(&encoded, last.as_deref())?;
-                let mut chosen = Vec::with_capacity(rows.len());
-                for (row, logits) in rows.iter_mut().zip(logits) {
-                    let ctx = Place {
-                        line,
-                        pos,
-                        n,
-                        acrostic: acrostic.as_deref(),
-                        keywords: &keywords,
-                        budget: &budget,
-                    };
-                    let id = self.choose(row, &ctx, &logits);
-                    chosen.push(id);
+                    Err(e) => answers[i] = Some(Err(e)),
                 }
-                last = Some(chosen);
             }
-            for row in &mut rows {
-                let text: String = row.current.drain(..).collect();
-                row.lines.push(text);
-                row.pending.clear();
+            if plans.is_empty() {
+                continue;
+            }
+            match self.write_group(&plans) {
+                Ok(per_plan) => {
+                    for (i, candidates) in members.into_iter().zip(per_plan) {
+                        answers[i] = Some(if candidates.is_empty() {
+                            Err(PoemError::NoPoem)
+                        } else {
+                            Ok(candidates)
+                        });
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for i in members {
+                        answers[i] = Some(Err(ModelError::Format(message.clone()).into()));
+                    }
+                }
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| a.expect("every request belongs to one form"))
+            .collect()
+    }
+
+    /// The candidates of requests of one form, per request.
+    fn write_group(&mut self, plans: &[Plan]) -> Result<Vec<Vec<Candidate>>, ModelError> {
+        let form = plans[0].form;
+        let mut rows = Vec::new();
+        for (p, plan) in plans.iter().enumerate() {
+            let templates = plan.templates(self.rules, self.model);
+            let mut seed_rng = StdRng::seed_from_u64(plan.seed);
+            for _ in 0..plan.candidates {
+                let rng = StdRng::seed_from_u64(seed_rng.random());
+                let template = templates[seed_rng.random_range(0..templates.len())];
+                rows.push(Row::new(p, template, rng));
+            }
+        }
+        for line in 0..form.lines() {
+            self.write_line(&mut rows, plans, line, true)?;
+        }
+        let mut out: Vec<Vec<Candidate>> = plans.iter().map(|_| Vec::new()).collect();
+        let chars = form.lines() * form.chars_per_line();
+        for row in rows.into_iter().filter(|r| !r.failed) {
+            out[row.plan].push(plans[row.plan].candidate(row.lines, row.logprob, chars));
+        }
+        Ok(out)
+    }
+
+    /// Rewrites one line: each candidate is a new line that keeps the poem's
+    /// template, rhyme and unrepeated characters, and is scored by the
+    /// model's log-probability of it and of the kept lines after it, so that
+    /// the poem still reads on. Candidates are distinct and differ from the old line.
+    pub fn rewrite(&mut self, req: &LineRequest) -> Result<Vec<Candidate>, PoemError> {
+        let plan = Plan::new(&req.poem, self.model)?;
+        let form = plan.form;
+        let (count, n) = (form.lines(), form.chars_per_line());
+        if req.lines.len() != count {
+            return Err(PoemError::Lines(format!(
+                "a {form} has {count} lines; this poem has {}",
+                req.lines.len()
+            )));
+        }
+        if req.line >= count {
+            return Err(PoemError::Lines(format!(
+                "there is no line {} in a {form}",
+                req.line + 1
+            )));
+        }
+        let mut lines: Vec<Vec<&CharInfo>> = Vec::with_capacity(count);
+        for line in &req.lines {
+            let infos: Option<Vec<&CharInfo>> =
+                line.chars().map(|c| self.rules.char_info(self.model, c)).collect();
+            match infos {
+                Some(infos) if infos.len() == n => lines.push(infos),
+                _ => {
+                    return Err(PoemError::Lines(format!(
+                        "「{line}」 is not a line of {n} characters the poet knows"
+                    )))
+                }
+            }
+        }
+        // The template the kept lines follow, the old line too where it can.
+        let follows = |t: &Template, i: usize| {
+            t.line(i)
+                .iter()
+                .zip(&lines[i])
+                .all(|(&slot, ci)| fits(slot, ci))
+        };
+        let kept_fit: Vec<Template> = Template::all(form)
+            .into_iter()
+            .filter(|t| (0..count).filter(|&i| i != req.line).all(|i| follows(t, i)))
+            .collect();
+        let template = kept_fit
+            .iter()
+            .find(|t| follows(t, req.line))
+            .or(kept_fit.first())
+            .copied()
+            .ok_or_else(|| {
+                PoemError::Lines("this poem follows none of the 格律 templates".into())
+            })?;
+        // The rhyme groups the kept rhyming lines share.
+        let mut rhyme: Option<Vec<RhymeGroup>> = None;
+        for i in (0..count).filter(|&i| i != req.line && template.rhymes(i)) {
+            let groups = &lines[i][n - 1].level_groups;
+            rhyme = Some(match rhyme {
+                None => groups.clone(),
+                Some(shared) => shared.into_iter().filter(|g| groups.contains(g)).collect(),
+            });
+        }
+        if rhyme.as_ref().is_some_and(Vec::is_empty) {
+            return Err(PoemError::Lines("this poem does not keep to one rhyme".into()));
+        }
+        let mut used: HashMap<char, usize> = HashMap::new();
+        for (i, line) in req.lines.iter().enumerate() {
+            if i != req.line {
+                for c in line.chars() {
+                    *used.entry(c).or_default() += 1;
+                }
             }
         }
 
-        let candidates: Vec<Candidate> = rows
-            .into_iter()
-            .filter(|r| !r.failed)
-            .map(|r| {
-                let text: String = r.lines.concat();
-                let used: Vec<String> = req
-                    .keywords
-                    .iter()
-                    .filter(|k| !k.is_empty() && text.contains(k.as_str()))
-                    .cloned()
-                    .collect();
-                let share = if keywords.is_empty() {
-                    1.0
-                } else {
-                    used.len() as f64 / keywords.len() as f64
-                };
-                let mean = r.logprob / (form.lines() * n) as f64;
-                Candidate {
-                    lines: r.lines,
-                    mean_logprob: mean,
-                    keywords_used: used,
-                    keyword_share: share,
-                    score: mean,
-                }
+        let mut seed_rng = StdRng::seed_from_u64(plan.seed);
+        let mut rows: Vec<Row> = (0..plan.candidates)
+            .map(|_| {
+                let mut row = Row::new(0, template, StdRng::seed_from_u64(seed_rng.random()));
+                row.lines = req.lines[..req.line].to_vec();
+                row.rest = req.lines[req.line + 1..].to_vec();
+                row.refused = Some(req.lines[req.line].clone());
+                row.used = used.clone();
+                row.rhyme = rhyme.clone();
+                row
             })
             .collect();
+        let plans = std::slice::from_ref(&plan);
+        self.write_line(&mut rows, plans, req.line, false)?;
+        // Score the kept lines after the new one, each under its new context.
+        for _ in req.line + 1..count {
+            for row in &mut rows {
+                let next = row.rest.remove(0);
+                row.current = next.chars().collect();
+            }
+            self.score_current(&mut rows, plans)?;
+        }
+
+        let mut candidates: Vec<Candidate> = Vec::new();
+        for row in rows.into_iter().filter(|r| !r.failed) {
+            if candidates.iter().any(|c| c.lines == row.lines) {
+                continue;
+            }
+            candidates.push(plan.candidate(row.lines, row.logprob, (count - req.line) * n));
+        }
         if candidates.is_empty() {
             return Err(PoemError::NoPoem);
         }
         Ok(candidates)
+    }
+
+    /// The source of a row's next line: `{form}|{keywords}|{line1}|…|`.
+    fn sources(&self, rows: &[Row], plans: &[Plan]) -> Result<Vec<Vec<u32>>, ModelError> {
+        rows.iter()
+            .map(|row| {
+                let mut s = plans[row.plan].source_head.clone();
+                for l in &row.lines {
+                    s.push_str(l);
+                    s.push('|');
+                }
+                self.model.tokenize(&s)
+            })
+            .collect()
+    }
+
+    /// Writes line `line` of every row under the rules. `reserve_heads`: keep
+    /// the acrostic's later characters for the lines still to come.
+    fn write_line(
+        &mut self,
+        rows: &mut [Row],
+        plans: &[Plan],
+        line: usize,
+        reserve_heads: bool,
+    ) -> Result<(), ModelError> {
+        let n = plans[0].form.chars_per_line();
+        let sources = self.sources(rows, plans)?;
+        let encoded = self.model.start(&sources)?;
+        let mut last: Option<Vec<u32>> = None;
+        for pos in 0..n {
+            let logits = self.model.step(&encoded, last.as_deref())?;
+            let mut chosen = Vec::with_capacity(rows.len());
+            for (row, logits) in rows.iter_mut().zip(logits) {
+                let place = Place {
+                    plan: &plans[row.plan],
+                    line,
+                    pos,
+                    n,
+                    reserve_heads,
+                };
+                chosen.push(self.choose(row, &place, &logits));
+            }
+            last = Some(chosen);
+        }
+        for row in rows.iter_mut() {
+            let text: String = row.current.drain(..).collect();
+            row.lines.push(text);
+            row.pending.clear();
+        }
+        Ok(())
+    }
+
+    /// Adds each row's log-probability of its `current` line, given its
+    /// lines before it (teacher forcing), and appends the line.
+    fn score_current(&mut self, rows: &mut [Row], plans: &[Plan]) -> Result<(), ModelError> {
+        let sources = self.sources(rows, plans)?;
+        let encoded = self.model.start(&sources)?;
+        let n = plans[0].form.chars_per_line();
+        let mut last: Option<Vec<u32>> = None;
+        for pos in 0..n {
+            let logits = self.model.step(&encoded, last.as_deref())?;
+            let mut fed = Vec::with_capacity(rows.len());
+            for (row, logits) in rows.iter_mut().zip(logits) {
+                let id = self
+                    .model
+                    .id_of(row.current[pos])
+                    .expect("kept lines were checked against the vocabulary");
+                row.logprob += log_softmax_at(&logits, id as usize);
+                fed.push(id);
+            }
+            last = Some(fed);
+        }
+        for row in rows.iter_mut() {
+            let text: String = row.current.drain(..).collect();
+            row.lines.push(text);
+        }
+        Ok(())
     }
 
     /// Picks the next character of a row and records it; returns its token id.
@@ -293,9 +576,7 @@ impl Decoder<'_> {
         if let Some(&next) = row.pending.front() {
             let id = self.model.id_of(next).map(|i| i as usize);
             match id {
-                Some(id)
-                    if allowed(row, id, place.pos, &[]) && !self.copies_corpus(row, place, id) =>
-                {
+                Some(id) if allowed(row, id, place.pos, &[]) && !self.refused(row, place, id) => {
                     row.pending.pop_front();
                     self.commit(row, id, logits, rhymes_here);
                     return id as u32;
@@ -309,11 +590,12 @@ impl Decoder<'_> {
             .map(|id| (id, logits[id]))
             .collect();
         // Bonus for opening an unused keyword that fits the slots ahead.
-        let text_so_far: String = row.lines.concat() + &row.current.iter().collect::<String>();
+        let text_so_far: String = row.lines.concat()
+            + &row.current.iter().collect::<String>()
+            + &row.rest.concat();
         let mut opens: HashMap<usize, Vec<char>> = HashMap::new();
-        for kw in place.keywords {
-            let kw_text: String = kw.iter().collect();
-            if text_so_far.contains(&kw_text) || place.pos + kw.len() > place.n {
+        for (kw_text, kw) in place.plan.keywords.iter().zip(&place.plan.keyword_chars) {
+            if text_so_far.contains(kw_text.as_str()) || place.pos + kw.len() > place.n {
                 continue;
             }
             let Some(ids) = kw
@@ -339,12 +621,12 @@ impl Decoder<'_> {
 
         loop {
             let Some(id) = sample(&scores, self.sampling, &mut row.rng) else {
-                // Keep the batch in step (sources of equal length); the row is dropped at the end.
+                // The row stays in the batch's step and is dropped at the end.
                 row.failed = true;
                 row.current.push(FILLER);
                 return self.model.eos_id();
             };
-            if self.copies_corpus(row, place, id) {
+            if self.refused(row, place, id) {
                 scores.retain(|&(i, _)| i != id);
                 continue;
             }
@@ -367,25 +649,24 @@ impl Decoder<'_> {
         rhyme_slot: bool,
         planned: &[char],
     ) -> bool {
-        let tone_ok = match slots[pos] {
-            Slot::Fixed(Tone::Ping) => ci.ping,
-            Slot::Fixed(Tone::Ze) => ci.ze,
-            Slot::Free => true,
-        };
-        if !tone_ok {
+        if !fits(slots[pos], ci) {
             return false;
         }
+        let acrostic = place.plan.acrostic.as_deref();
         // Heads of later acrostic lines are kept for them.
-        let reserved = place.acrostic.map_or(0, |a| {
-            a[place.line + 1..].iter().filter(|&&c| c == ci.c).count()
-        });
+        let reserved = match acrostic {
+            Some(a) if place.reserve_heads => {
+                a[place.line + 1..].iter().filter(|&&c| c == ci.c).count()
+            }
+            _ => 0,
+        };
         let used = row.used.get(&ci.c).copied().unwrap_or(0)
             + planned.iter().filter(|&&c| c == ci.c).count()
             + reserved;
-        if used >= place.budget.get(&ci.c).copied().unwrap_or(1).max(1) {
+        if used >= place.plan.budget.get(&ci.c).copied().unwrap_or(1).max(1) {
             return false;
         }
-        if let Some(a) = place.acrostic {
+        if let Some(a) = acrostic {
             if pos == 0 && a[place.line] != ci.c {
                 return false;
             }
@@ -402,17 +683,16 @@ impl Decoder<'_> {
         true
     }
 
-    /// Whether `id` would complete a line of the training corpus.
-    fn copies_corpus(&self, row: &Row, place: &Place, id: usize) -> bool {
-        let Some(filter) = self.novelty else {
-            return false;
-        };
+    /// Whether `id` would complete a line of the training corpus, or the line
+    /// being rewritten.
+    fn refused(&self, row: &Row, place: &Place, id: usize) -> bool {
         if place.pos != place.n - 1 {
             return false;
         }
         let mut line: String = row.current.iter().collect();
         line.extend(self.rules.info[id].as_ref().map(|ci| ci.c));
-        filter.contains(&line)
+        row.refused.as_deref() == Some(line.as_str())
+            || self.novelty.is_some_and(|filter| filter.contains(&line))
     }
 
     fn commit(&self, row: &mut Row, id: usize, logits: &[f32], rhymes_here: bool) {
@@ -442,37 +722,22 @@ impl Decoder<'_> {
     }
 }
 
-/// Where in the poem a step is, and what the request asks.
+/// Where in the poem a step is, and what its request asks.
 struct Place<'a> {
+    plan: &'a Plan,
     line: usize,
     pos: usize,
     n: usize,
-    acrostic: Option<&'a [char]>,
-    keywords: &'a [Vec<char>],
-    budget: &'a HashMap<char, usize>,
+    reserve_heads: bool,
 }
 
-/// Whether every acrostic character fits the first slot of its line.
-fn acrostic_fits(
-    t: &Template,
-    acrostic: Option<&[char]>,
-    rules: &Rules,
-    model: &PoetModel,
-) -> bool {
-    let Some(a) = acrostic else { return true };
-    a.iter().enumerate().all(|(i, &c)| {
-        let Some(ci) = model
-            .id_of(c)
-            .and_then(|id| rules.info[id as usize].as_ref())
-        else {
-            return false;
-        };
-        match t.line(i)[0] {
-            Slot::Fixed(Tone::Ping) => ci.ping,
-            Slot::Fixed(Tone::Ze) => ci.ze,
-            Slot::Free => true,
-        }
-    })
+/// Whether a character's tone fits a slot.
+fn fits(slot: Slot, ci: &CharInfo) -> bool {
+    match slot {
+        Slot::Fixed(Tone::Ping) => ci.ping,
+        Slot::Fixed(Tone::Ze) => ci.ze,
+        Slot::Free => true,
+    }
 }
 
 fn log_softmax_at(logits: &[f32], id: usize) -> f64 {

@@ -20,9 +20,9 @@ mod t5;
 
 use std::path::Path;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
-pub use decode::{Candidate, PoemRequest, Sampling};
+pub use decode::{Candidate, LineRequest, PoemRequest, Sampling};
 pub use form::Form;
 
 use crate::error::{ModelError, PoemError};
@@ -38,8 +38,8 @@ pub struct Poet {
 }
 
 impl Poet {
-    pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
-        let model = model::PoetModel::load(dir, device)?;
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self, ModelError> {
+        let model = model::PoetModel::load(dir, device, dtype)?;
         let rules = decode::Rules::new(&model);
         let filter_path = dir.join(LINE_FILTER_FILE);
         let novelty = if filter_path.exists() {
@@ -58,6 +58,15 @@ impl Poet {
         })
     }
 
+    fn decoder(&mut self, sampling: Sampling) -> decode::Decoder<'_> {
+        decode::Decoder {
+            model: &mut self.model,
+            rules: &self.rules,
+            novelty: self.novelty.as_ref(),
+            sampling,
+        }
+    }
+
     /// Writes the request's candidates, best first by the rerank score:
     /// mean log-probability + `keyword_weight` × share of keywords used.
     pub fn write(
@@ -66,22 +75,45 @@ impl Poet {
         sampling: Sampling,
         keyword_weight: f64,
     ) -> Result<Vec<Candidate>, PoemError> {
-        let mut decoder = decode::Decoder {
-            model: &mut self.model,
-            rules: &self.rules,
-            novelty: self.novelty.as_ref(),
-            sampling,
-        };
-        let mut candidates = decoder.write(request)?;
-        for c in &mut candidates {
-            c.score = c.mean_logprob + keyword_weight * c.keyword_share;
-        }
-        candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
-        Ok(candidates)
+        let candidates = self.decoder(sampling).write(request)?;
+        Ok(rank(candidates, keyword_weight))
+    }
+
+    /// [`Poet::write`] for several requests at once, sharing the model calls.
+    pub fn write_batch(
+        &mut self,
+        requests: &[PoemRequest],
+        sampling: Sampling,
+        keyword_weight: f64,
+    ) -> Vec<Result<Vec<Candidate>, PoemError>> {
+        self.decoder(sampling)
+            .write_batch(requests)
+            .into_iter()
+            .map(|answer| answer.map(|c| rank(c, keyword_weight)))
+            .collect()
+    }
+
+    /// 换一句: the poem with one line written anew, best first, as [`Poet::write`] ranks.
+    pub fn rewrite(
+        &mut self,
+        request: &LineRequest,
+        sampling: Sampling,
+        keyword_weight: f64,
+    ) -> Result<Vec<Candidate>, PoemError> {
+        let candidates = self.decoder(sampling).rewrite(request)?;
+        Ok(rank(candidates, keyword_weight))
     }
 
     /// Whether a line is in the training corpus, by the shipped line filter.
     pub fn copies_corpus(&self, line: &str) -> bool {
         self.novelty.as_ref().is_some_and(|f| f.contains(line))
     }
+}
+
+fn rank(mut candidates: Vec<Candidate>, keyword_weight: f64) -> Vec<Candidate> {
+    for c in &mut candidates {
+        c.score = c.mean_logprob + keyword_weight * c.keyword_share;
+    }
+    candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+    candidates
 }

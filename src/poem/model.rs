@@ -3,7 +3,8 @@
 //!
 //! A model directory holds `config.json`, `tokenizer.json` (WordLevel, one token
 //! per character) and the weights as `model.safetensors` or shards listed in
-//! `model.safetensors.index.json`. The weights load as f32 on the CPU.
+//! `model.safetensors.index.json`. The weights load in the dtype asked for
+//! (f32 on the CPU; bf16 or f16 on a GPU), and the logits come back as f32.
 //! See `models/poet-t5/card.md` for the format and how the model was trained.
 
 use std::collections::HashMap;
@@ -22,6 +23,18 @@ use crate::error::ModelError;
 /// Token ids below this are specials and separators; characters start here.
 pub const FIRST_CHAR_ID: u32 = 7;
 
+/// Added to the attention scores of padding: far below any real score, and
+/// finite in bf16 (f16 takes it as −∞, which the softmax handles as well).
+const MASKED: f32 = -1e9;
+
+/// A batch's encoded sources, one row per candidate.
+pub struct Encoded {
+    states: Tensor,
+    /// 0 over tokens, [`MASKED`] over padding, `(rows, 1, 1, len)`; `None`
+    /// when no source was padded.
+    padding: Option<Tensor>,
+}
+
 pub struct PoetModel {
     t5: T5,
     tokenizer: Tokenizer,
@@ -29,12 +42,14 @@ pub struct PoetModel {
     chars: Vec<Option<char>>,
     ids: HashMap<char, u32>,
     eos_id: u32,
+    pad_id: u32,
     decoder_start_id: u32,
     device: Device,
+    dtype: DType,
 }
 
 impl PoetModel {
-    pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self, ModelError> {
         let read = |name: &str| {
             let path = dir.join(name);
             std::fs::read_to_string(&path)
@@ -58,7 +73,7 @@ impl PoetModel {
         }
         let files = weight_files(dir)?;
         // SAFETY: the files are memory-mapped read-only and not changed while loaded.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, device) }
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
             .map_err(|e| ModelError::Weights(dir.to_owned(), Box::new(e)))?;
         let t5 =
             T5::load(vb, &config).map_err(|e| ModelError::Weights(dir.to_owned(), Box::new(e)))?;
@@ -68,8 +83,10 @@ impl PoetModel {
             chars,
             ids,
             eos_id: config.eos_token_id as u32,
+            pad_id: config.pad_token_id as u32,
             decoder_start_id: config.decoder_start_token_id.unwrap_or(config.pad_token_id) as u32,
             device: device.clone(),
+            dtype,
         })
     }
 
@@ -98,28 +115,47 @@ impl PoetModel {
         Ok(encoding.get_ids().to_vec())
     }
 
-    /// Encodes a batch of sources of equal token length, and resets the decoder.
-    pub fn start(&mut self, sources: &[Vec<u32>]) -> Result<Tensor, ModelError> {
-        let len = sources.first().map_or(0, Vec::len);
-        if sources.iter().any(|s| s.len() != len) {
-            return Err(ModelError::Format(
-                "sources of a batch differ in length".into(),
-            ));
+    /// Encodes one source per row and resets the decoder. Rows that share a
+    /// source (every candidate's first line) share its encoding; sources of
+    /// different lengths are padded and the padding masked.
+    pub fn start(&mut self, sources: &[Vec<u32>]) -> Result<Encoded, ModelError> {
+        let mut distinct: Vec<&[u32]> = Vec::new();
+        let mut row_of: Vec<u32> = Vec::with_capacity(sources.len());
+        for source in sources {
+            let k = match distinct.iter().position(|d| *d == source.as_slice()) {
+                Some(k) => k,
+                None => {
+                    distinct.push(source);
+                    distinct.len() - 1
+                }
+            };
+            row_of.push(k as u32);
         }
-        // The first line of every candidate has the same source: encode it once.
-        let rows = sources.len();
-        let distinct = if sources.iter().all(|s| s == &sources[0]) {
-            &sources[..1]
+        let len = distinct.iter().map(|s| s.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(distinct.len() * len);
+        for s in &distinct {
+            ids.extend_from_slice(s);
+            ids.extend(std::iter::repeat_n(self.pad_id, len - s.len()));
+        }
+        let input = Tensor::from_vec(ids, (distinct.len(), len), &self.device)?;
+        let padding = if distinct.iter().any(|s| s.len() < len) {
+            let bias: Vec<f32> = distinct
+                .iter()
+                .flat_map(|s| (0..len).map(move |i| if i < s.len() { 0.0 } else { MASKED }))
+                .collect();
+            Some(Tensor::from_vec(bias, (distinct.len(), 1, 1, len), &self.device)?.to_dtype(self.dtype)?)
         } else {
-            sources
+            None
         };
-        let input = Tensor::from_vec(distinct.concat(), (distinct.len(), len), &self.device)?;
-        let encoded = self.t5.encode(&input)?;
-        if distinct.len() == rows {
-            return Ok(encoded);
+        let states = self.t5.encode(&input, padding.as_ref())?;
+        if row_of.iter().enumerate().all(|(i, &k)| k as usize == i) {
+            return Ok(Encoded { states, padding });
         }
-        let (_, len, dim) = encoded.dims3()?;
-        Ok(encoded.broadcast_as((rows, len, dim))?.contiguous()?)
+        let rows = Tensor::from_vec(row_of, sources.len(), &self.device)?;
+        Ok(Encoded {
+            states: states.index_select(&rows, 0)?,
+            padding: padding.map(|p| p.index_select(&rows, 0)).transpose()?,
+        })
     }
 
     /// One decoder step for every row: feeds the last token of each row and
@@ -127,16 +163,19 @@ impl PoetModel {
     /// the decoder start token.
     pub fn step(
         &mut self,
-        encoded: &Tensor,
+        encoded: &Encoded,
         last: Option<&[u32]>,
     ) -> Result<Vec<Vec<f32>>, ModelError> {
-        let rows = encoded.dim(0)?;
+        let rows = encoded.states.dim(0)?;
         let tokens = match last {
             Some(last) => last.to_vec(),
             None => vec![self.decoder_start_id; rows],
         };
         let input = Tensor::from_vec(tokens, (rows, 1), &self.device)?;
-        Ok(self.t5.decode_step(&input, encoded)?.to_vec2()?)
+        Ok(self
+            .t5
+            .decode_step(&input, &encoded.states, encoded.padding.as_ref())?
+            .to_vec2()?)
     }
 
     /// Plain greedy decoding of one source up to [EOS] or `max_tokens`, with no

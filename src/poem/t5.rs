@@ -56,10 +56,13 @@ impl LayerNorm {
         })
     }
 
-    /// T5's RMS norm: no mean subtraction, no bias.
+    /// T5's RMS norm: no mean subtraction, no bias; computed in f32 whatever
+    /// the weights' dtype, as transformers does.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let variance = xs.sqr()?.mean_keepdim(D::Minus1)?;
-        xs.broadcast_div(&(variance + self.eps)?.sqrt()?)?
+        let xs32 = xs.to_dtype(DType::F32)?;
+        let variance = xs32.sqr()?.mean_keepdim(D::Minus1)?;
+        xs32.broadcast_div(&(variance + self.eps)?.sqrt()?)?
+            .to_dtype(self.weight.dtype())?
             .broadcast_mul(&self.weight)
     }
 }
@@ -173,8 +176,14 @@ impl Attention {
         self.attend(&q, &k, &v, Some(bias))
     }
 
-    /// Attention over the encoded source, whose keys and values are cached.
-    fn forward_cross(&mut self, xs: &Tensor, encoded: &Tensor) -> Result<Tensor> {
+    /// Attention over the encoded source, whose keys and values are cached;
+    /// `padding` masks the padded source positions.
+    fn forward_cross(
+        &mut self,
+        xs: &Tensor,
+        encoded: &Tensor,
+        padding: Option<&Tensor>,
+    ) -> Result<Tensor> {
         if self.cache.is_none() {
             let k = self.split_heads(&self.k.forward(encoded)?)?;
             let v = self.split_heads(&self.v.forward(encoded)?)?;
@@ -182,7 +191,7 @@ impl Attention {
         }
         let q = self.split_heads(&self.q.forward(xs)?)?;
         let (k, v) = self.cache.as_ref().expect("filled above");
-        self.attend(&q, k, v, None)
+        self.attend(&q, k, v, padding)
     }
 }
 
@@ -335,14 +344,18 @@ impl T5 {
         })
     }
 
-    /// Encodes `(batch, len)` token ids and resets the decoder's caches.
-    pub fn encode(&mut self, input_ids: &Tensor) -> Result<Tensor> {
+    /// Encodes `(batch, len)` token ids and resets the decoder's caches;
+    /// `padding` (`(batch, 1, 1, len)`, added to the scores) masks padded positions.
+    pub fn encode(&mut self, input_ids: &Tensor, padding: Option<&Tensor>) -> Result<Tensor> {
         self.decoder.clear_cache();
         self.decoded = 0;
         let (_, len) = input_ids.dims2()?;
-        let bias = self
+        let mut bias = self
             .encoder
             .position_bias(0, len, len, input_ids.device())?;
+        if let Some(padding) = padding {
+            bias = bias.broadcast_add(padding)?;
+        }
         let mut xs = self.shared.forward(input_ids)?;
         for block in &self.encoder.blocks {
             let ys = block
@@ -353,8 +366,14 @@ impl T5 {
         self.encoder.final_norm.forward(&xs)
     }
 
-    /// Feeds one token per row, `(batch, 1)`, and returns the next token's logits `(batch, vocab)`.
-    pub fn decode_step(&mut self, tokens: &Tensor, encoded: &Tensor) -> Result<Tensor> {
+    /// Feeds one token per row, `(batch, 1)`, and returns the next token's
+    /// logits `(batch, vocab)` as f32; `padding` as for [`T5::encode`].
+    pub fn decode_step(
+        &mut self,
+        tokens: &Tensor,
+        encoded: &Tensor,
+        padding: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let position = self.decoded;
         let bias = self
             .decoder
@@ -369,7 +388,7 @@ impl T5 {
                 .cross
                 .as_mut()
                 .expect("decoder blocks attend to the source");
-            let ys = cross.forward_cross(&norm.forward(&xs)?, encoded)?;
+            let ys = cross.forward_cross(&norm.forward(&xs)?, encoded, padding)?;
             xs = block.ff.forward(&(xs + ys)?)?;
         }
         self.decoded += 1;

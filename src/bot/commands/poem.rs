@@ -5,7 +5,7 @@ use poise::serenity_prelude as serenity;
 use crate::bot::reply;
 use crate::bot::types::{BotError, Context};
 use crate::poem::Form;
-use crate::worker::Job;
+use crate::pipeline::Request;
 
 #[derive(Debug, Clone, Copy, poise::ChoiceParameter)]
 pub enum FormChoice {
@@ -100,14 +100,14 @@ pub async fn poem(
                     content_type: attachment.content_type.as_deref(),
                 })
                 .await?;
-            Job::Photo {
+            Request::Photo {
                 bytes,
                 keywords,
                 vocabulary: settings.keywords.clone(),
                 options,
             }
         }
-        None => Job::Keywords { keywords, options },
+        None => Request::Keywords { keywords, options },
     };
     let ticket = data.worker.submit(job)?;
     // After the defer, the first message replaces Discord's "thinking…".

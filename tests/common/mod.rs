@@ -1,0 +1,48 @@
+//! What the parity tests share: the device and precision they run on. CPU and
+//! f32 unless `YINGSHI_TEST_DEVICE` (`cuda:0`) and `YINGSHI_TEST_DTYPE`
+//! (`bf16`) say otherwise, as tools/gpu_check.sh does on a GPU.
+
+// Each test file uses a part of this module.
+#![allow(dead_code)]
+
+use candle_core::DType;
+use yingshi::device::Placement;
+
+pub fn placement() -> Placement {
+    let device = std::env::var("YINGSHI_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let dtype = std::env::var("YINGSHI_TEST_DTYPE").unwrap_or_else(|_| "f32".into());
+    Placement::parse(&device, &dtype).unwrap()
+}
+
+/// How far a result may stray from transformers' f32 one, relative to the
+/// result's scale: bf16 keeps 8 bits of mantissa and f16 11, and the
+/// rounding of every layer adds up.
+pub fn tolerance(dtype: DType) -> f32 {
+    match dtype {
+        DType::F32 => 1e-4,
+        DType::F16 => 1e-2,
+        _ => 5e-2,
+    }
+}
+
+/// The least cosine to the f32 reference a feature vector may have.
+pub fn min_cosine(dtype: DType) -> f32 {
+    match dtype {
+        DType::F32 => 0.999,
+        _ => 0.99,
+    }
+}
+
+/// The largest |a − b| over two vectors.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The largest |x|, at least 1: the scale a relative tolerance is taken of.
+pub fn scale(values: &[f32]) -> f32 {
+    values.iter().fold(1f32, |m, x| m.max(x.abs()))
+}
