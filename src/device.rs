@@ -33,7 +33,9 @@ pub fn parse_device(setting: &str) -> Result<Device, String> {
                 gpu
             }
             _ => {
-                tracing::info!("models.device = auto: no usable GPU in this build, running on the CPU");
+                tracing::info!(
+                    "models.device = auto: no usable GPU in this build, running on the CPU"
+                );
                 Device::Cpu
             }
         }),
@@ -73,9 +75,15 @@ mod tests {
     #[test]
     fn dtypes_follow_the_device() {
         assert_eq!(parse_dtype("auto", &Device::Cpu), Ok(DType::F32));
-        assert!(parse_dtype("bf16", &Device::Cpu).unwrap_err().contains("GPU"));
-        assert!(parse_dtype("f16", &Device::Cpu).unwrap_err().contains("bf16"));
-        assert!(parse_dtype("f8", &Device::Cpu).unwrap_err().contains("bf16"));
+        assert!(parse_dtype("bf16", &Device::Cpu)
+            .unwrap_err()
+            .contains("GPU"));
+        assert!(parse_dtype("f16", &Device::Cpu)
+            .unwrap_err()
+            .contains("bf16"));
+        assert!(parse_dtype("f8", &Device::Cpu)
+            .unwrap_err()
+            .contains("bf16"));
         assert!(parse_device("cuda:x").unwrap_err().contains("cuda:N"));
     }
 }

@@ -270,6 +270,7 @@ fn poem(config: &Config, args: PoemArgs) -> Result<ExitCode, Error> {
             bytes,
             keywords,
             vocabulary: None,
+            top_k: None,
             options: options.clone(),
         },
         (None, Some(line), Some(lines)) => Request::Line {

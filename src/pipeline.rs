@@ -161,6 +161,8 @@ pub enum Request {
         keywords: Vec<String>,
         /// A channel's own keyword list; `None`: the built-in vocabulary.
         vocabulary: Option<Vec<String>>,
+        /// How many keywords to take; `None`: `keywords.top_k`.
+        top_k: Option<usize>,
         options: PoemOptions,
     },
     /// 换一句: line `line` of a poem written anew, the other lines kept.
@@ -190,6 +192,13 @@ pub struct Pipeline {
     clip_weight: f64,
     top_k: usize,
     diverse: bool,
+}
+
+/// What a photo request asks of the matcher.
+struct PhotoAsk<'a> {
+    bytes: &'a [u8],
+    vocabulary: Option<&'a [String]>,
+    top_k: usize,
 }
 
 /// A photo request's progress through a batch.
@@ -283,7 +292,10 @@ impl Pipeline {
                     PoemResult {
                         form: request.form,
                         keywords,
-                        matched: photo.as_ref().map(|p| p.matched.clone()).unwrap_or_default(),
+                        matched: photo
+                            .as_ref()
+                            .map(|p| p.matched.clone())
+                            .unwrap_or_default(),
                         candidates,
                     },
                     photo,
@@ -304,12 +316,19 @@ impl Pipeline {
     /// The photos of a batch, embedded together, and their keywords; `None`
     /// for requests without a photo.
     fn match_photos(&mut self, requests: &[Request]) -> Vec<Option<Result<PhotoWork, Error>>> {
-        let photos: Vec<(&[u8], Option<&[String]>)> = requests
+        let photos: Vec<PhotoAsk> = requests
             .iter()
             .filter_map(|r| match r {
                 Request::Photo {
-                    bytes, vocabulary, ..
-                } => Some((bytes.as_slice(), vocabulary.as_deref())),
+                    bytes,
+                    vocabulary,
+                    top_k,
+                    ..
+                } => Some(PhotoAsk {
+                    bytes,
+                    vocabulary: vocabulary.as_deref(),
+                    top_k: top_k.unwrap_or(self.top_k),
+                }),
                 _ => None,
             })
             .collect();
@@ -320,15 +339,19 @@ impl Pipeline {
                 .map(|_| Err(Error::Input("no photo matcher loaded".into())))
                 .collect(),
             Some(matcher) => {
-                let bytes: Vec<&[u8]> = photos.iter().map(|p| p.0).collect();
+                let bytes: Vec<&[u8]> = photos.iter().map(|p| p.bytes).collect();
                 let features = matcher.embed_photos(&bytes);
                 features
                     .into_iter()
                     .zip(&photos)
-                    .map(|(feature, (_, custom))| {
+                    .map(|(feature, photo)| {
                         let feature = feature?;
-                        let matched =
-                            matcher.top_keywords(&feature, self.top_k, self.diverse, *custom)?;
+                        let matched = matcher.top_keywords(
+                            &feature,
+                            photo.top_k,
+                            self.diverse,
+                            photo.vocabulary,
+                        )?;
                         Ok(PhotoWork { feature, matched })
                     })
                     .collect()
@@ -337,7 +360,9 @@ impl Pipeline {
         .into_iter();
         requests
             .iter()
-            .map(|r| matches!(r, Request::Photo { .. }).then(|| matched.next().expect("one per photo")))
+            .map(|r| {
+                matches!(r, Request::Photo { .. }).then(|| matched.next().expect("one per photo"))
+            })
             .collect()
     }
 
@@ -370,7 +395,9 @@ impl Pipeline {
                 let text = features.next().expect("one feature per poem");
                 c.score += self.clip_weight * dot(text, &photo.feature) as f64;
             }
-            result.candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+            result
+                .candidates
+                .sort_by(|a, b| b.score.total_cmp(&a.score));
         }
     }
 }

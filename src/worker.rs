@@ -10,7 +10,9 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{
+    sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -146,7 +148,10 @@ fn next_batch(inbox: &Receiver<Envelope>, batching: Batching) -> Option<Vec<Enve
 
 /// Runs a batch; if it panics, runs its requests one at a time so that only
 /// the one that panics fails.
-fn run_caught(backend: &mut impl Backend, requests: &[Request]) -> Vec<Result<PoemResult, WorkerError>> {
+fn run_caught(
+    backend: &mut impl Backend,
+    requests: &[Request],
+) -> Vec<Result<PoemResult, WorkerError>> {
     match catch_unwind(AssertUnwindSafe(|| backend.run_batch(requests))) {
         Ok(answers) => answers
             .into_iter()
@@ -158,7 +163,11 @@ fn run_caught(backend: &mut impl Backend, requests: &[Request]) -> Vec<Result<Po
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            tracing::error!(what, batch = requests.len(), "a batch panicked in the model thread");
+            tracing::error!(
+                what,
+                batch = requests.len(),
+                "a batch panicked in the model thread"
+            );
             if requests.len() == 1 {
                 return vec![Err(WorkerError::Panicked)];
             }
@@ -226,7 +235,11 @@ mod tests {
         }
     }
 
-    fn gated(queue: usize, max_requests: usize, wait_ms: u64) -> (Worker, mpsc::Receiver<Vec<String>>, mpsc::Sender<()>) {
+    fn gated(
+        queue: usize,
+        max_requests: usize,
+        wait_ms: u64,
+    ) -> (Worker, mpsc::Receiver<Vec<String>>, mpsc::Sender<()>) {
         let (started_tx, started) = mpsc::channel();
         let (release, release_rx) = mpsc::channel();
         let worker = Worker::spawn(

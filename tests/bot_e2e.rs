@@ -81,6 +81,58 @@ fn slash_from(
            "authorizing_integration_owners": {}, "context": 0, "attachment_size_limit": 26214400})
 }
 
+/// A press on a component of the bot's message `posted` (its embeds as sent).
+fn press(id: &str, author: &str, data: Value, posted: &Value) -> Value {
+    let mut message = message("900", "", false, json!([]));
+    message["author"] = user(BOT, "yingshi", true);
+    message["embeds"] = posted["embeds"].clone();
+    let mut member = member("0");
+    member["user"]["id"] = json!(author);
+    json!({"id": id, "application_id": BOT, "type": 3, "token": format!("tok{id}"), "version": 1,
+           "data": data, "message": message,
+           "guild_id": GUILD, "channel_id": CHANNEL, "member": member,
+           "app_permissions": "8", "locale": "zh-CN", "guild_locale": "zh-CN", "entitlements": [],
+           "authorizing_integration_owners": {}, "context": 0, "attachment_size_limit": 26214400})
+}
+
+/// `/poem` being typed: the keywords option in focus.
+fn autocomplete(id: &str, typed: &str) -> Value {
+    let mut v = slash(
+        id,
+        "poem",
+        json!([{"name": "keywords", "type": 3, "value": typed, "focused": true}]),
+        "0",
+    );
+    v["type"] = json!(4);
+    v
+}
+
+/// The bold lines of a poem embed.
+fn poem_lines(embed: &Value) -> Vec<String> {
+    embed["description"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("**")?.strip_suffix("**"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The keywords an embed's 意象 line names.
+fn imagery(embed: &Value) -> Vec<String> {
+    let first = embed["description"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
+    first
+        .trim_start_matches("意象：")
+        .split('　')
+        .map(|k| k.split(' ').next().unwrap().to_owned())
+        .collect()
+}
+
 struct FakeDiscord {
     proxy: String,
     events: mpsc::UnboundedSender<(String, Value)>,
@@ -366,19 +418,83 @@ async fn photo_posts_slash_commands_and_settings() {
         .iter()
         .any(|s| s.path.ends_with("/channels/200/typing")));
     assert_eq!(cdn_requests(&seen), 1);
-    let reply = &seen.last().unwrap().body;
+    let reply = seen.last().unwrap().body.clone();
     assert_eq!(reply["message_reference"]["message_id"], "501");
-    let description = reply["embeds"][0]["description"].as_str().unwrap();
+    let embed = &reply["embeds"][0];
+    let description = embed["description"].as_str().unwrap();
     assert!(description.starts_with("意象："), "{description}");
-    let lines: Vec<&str> = description
-        .lines()
-        .filter(|l| l.starts_with("**"))
-        .collect();
+    assert_eq!(imagery(embed).len(), 4, "{description}");
+    let lines = poem_lines(embed);
     assert_eq!(lines.len(), 4, "{description}");
-    assert!(reply["components"][0]["components"][0]["custom_id"]
+    let again = reply["components"][0]["components"][0]["custom_id"]
         .as_str()
         .unwrap()
-        .starts_with("yingshi:again:七绝:"));
+        .to_owned();
+    assert!(again.starts_with("yingshi:again:七绝:"), "{again}");
+    let menu = &reply["components"][1]["components"][0];
+    let options: Vec<&str> = menu["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(options.len(), 4);
+    assert_eq!(options[1], format!("第二句：{}", lines[1]));
+
+    // 换一句 on line 2: acknowledged, then the message edited with a new line
+    // 2; the other lines, the keywords with their scores and the photo stay.
+    discord.send(
+        "INTERACTION_CREATE",
+        press(
+            "720",
+            "42",
+            json!({"custom_id": menu["custom_id"], "component_type": 3, "values": ["1"]}),
+            &reply,
+        ),
+    );
+    let ack = discord
+        .expect("POST", "/interactions/720/tok720/callback")
+        .await;
+    assert_eq!(ack.body["type"], 6);
+    let edit = discord
+        .expect("PATCH", "/webhooks/100/tok720/messages/@original")
+        .await;
+    let edited = &edit.body["embeds"][0];
+    let new_lines = poem_lines(edited);
+    assert_eq!(new_lines.len(), 4, "{edited}");
+    assert_ne!(new_lines[1], lines[1]);
+    assert_eq!(
+        [&new_lines[0], &new_lines[2], &new_lines[3]],
+        [&lines[0], &lines[2], &lines[3]]
+    );
+    assert_eq!(
+        edited["description"].as_str().unwrap().lines().next(),
+        description.lines().next()
+    );
+    assert_eq!(edited["thumbnail"]["url"], embed["thumbnail"]["url"]);
+    assert_eq!(
+        edit.body["components"][1]["components"][0]["options"][1]["label"],
+        format!("第二句：{}", new_lines[1])
+    );
+
+    // 换一首: a whole new poem under the same keywords and photo.
+    discord.send(
+        "INTERACTION_CREATE",
+        press(
+            "721",
+            "42",
+            json!({"custom_id": again, "component_type": 2}),
+            &reply,
+        ),
+    );
+    let edit = discord
+        .expect("PATCH", "/webhooks/100/tok721/messages/@original")
+        .await;
+    let edited = &edit.body["embeds"][0];
+    assert_eq!(poem_lines(edited).len(), 4, "{edited}");
+    assert_ne!(poem_lines(edited), lines);
+    assert_eq!(imagery(edited), imagery(embed));
+    assert_eq!(edited["thumbnail"]["url"], embed["thumbnail"]["url"]);
 
     // Not a photo, not Discord's CDN, too large: a friendly word and no download.
     for (bad, says) in [
@@ -475,6 +591,23 @@ async fn photo_posts_slash_commands_and_settings() {
         .as_str()
         .unwrap()
         .contains("top_k = 6"));
+    // The channel's top_k reaches its photos.
+    discord.send(
+        "MESSAGE_CREATE",
+        message(
+            "503",
+            "<@100>",
+            true,
+            json!([attachment(
+                "cat.png",
+                "cdn.discordapp.com",
+                240512,
+                "image/png"
+            )]),
+        ),
+    );
+    let seen = discord.until("POST", "/channels/200/messages").await;
+    assert_eq!(imagery(&seen.last().unwrap().body["embeds"][0]).len(), 6);
     discord.send(
         "INTERACTION_CREATE",
         slash(
@@ -528,13 +661,94 @@ async fn photo_posts_slash_commands_and_settings() {
         wait.body
     );
 
-    // What a restart reads back.
-    let restored = yingshi::bot::state::ChannelState::load(&state_file)
+    // A restart: a new bot from the same snapshot, on a new connection.
+    let discord = FakeDiscord::start().await;
+    start_bot(&discord, &state_file, dir.path());
+    discord.expect("PUT", "/applications/100/commands").await;
+    discord.send(
+        "INTERACTION_CREATE",
+        slash(
+            "730",
+            "config",
+            json!([{"name": "show", "type": 1, "options": []}]),
+            "16",
+        ),
+    );
+    let shown = discord
+        .expect("POST", "/interactions/730/tok730/callback")
+        .await;
+    let shown = shown.body["data"]["content"].as_str().unwrap();
+    assert!(
+        shown.contains("top_k = 6") && shown.contains("user_cooldown = 60 s"),
+        "{shown}"
+    );
+    discord.send(
+        "INTERACTION_CREATE",
+        slash(
+            "731",
+            "keywords",
+            json!([{"name": "list", "type": 1, "options": []}]),
+            "0",
+        ),
+    );
+    let listed = discord
+        .expect("POST", "/interactions/731/tok731/callback")
+        .await;
+    assert!(listed.body["data"]["content"]
+        .as_str()
         .unwrap()
-        .get(200);
-    assert_eq!(restored.top_k, Some(6));
-    assert_eq!(restored.keywords.unwrap(), ["狸奴", "渔舟"]);
-    assert_eq!(restored.user_cooldown_secs, Some(60));
+        .contains("狸奴　渔舟"));
+
+    // Keyword autocomplete offers the channel's list for the word being typed.
+    discord.send("INTERACTION_CREATE", autocomplete("732", "春风 狸"));
+    let offered = discord
+        .expect("POST", "/interactions/732/tok732/callback")
+        .await;
+    assert_eq!(offered.body["type"], 8);
+    let choices: Vec<&str> = offered.body["data"]["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(choices, ["春风 狸奴"]);
+
+    // The first run's buttons still work.
+    discord.send(
+        "INTERACTION_CREATE",
+        press(
+            "733",
+            "42",
+            json!({"custom_id": again, "component_type": 2}),
+            &reply,
+        ),
+    );
+    let edit = discord
+        .expect("PATCH", "/webhooks/100/tok733/messages/@original")
+        .await;
+    assert_eq!(poem_lines(&edit.body["embeds"][0]).len(), 4);
+
+    // The channel's own list is what its photos are matched against now.
+    discord.send(
+        "MESSAGE_CREATE",
+        message_from(
+            "734",
+            CHANNEL,
+            "43",
+            "<@100>",
+            true,
+            json!([attachment(
+                "cat.png",
+                "cdn.discordapp.com",
+                240512,
+                "image/png"
+            )]),
+        ),
+    );
+    let seen = discord.until("POST", "/channels/200/messages").await;
+    let mut matched = imagery(&seen.last().unwrap().body["embeds"][0]);
+    matched.sort();
+    assert_eq!(matched, ["渔舟", "狸奴"]);
 }
 
 fn rss_kib() -> u64 {

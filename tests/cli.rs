@@ -121,7 +121,16 @@ fn rewrite_one_line_of_a_poem() {
     let poem = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。";
     let kept = ["白日依山尽", "欲穷千里目", "更上一层楼"];
     let v = run_json(yingshi().args([
-        "poem", "--rewrite", "2", "--poem", poem, "--seed", "1", "--candidates", "3", "--json",
+        "poem",
+        "--rewrite",
+        "2",
+        "--poem",
+        poem,
+        "--seed",
+        "1",
+        "--candidates",
+        "3",
+        "--json",
     ]));
     // The form comes from the poem; line 2 is new, the others are kept.
     assert_eq!(v["form"], "五绝");

@@ -85,17 +85,26 @@ fn a_padded_batch_decodes_like_single_rows() {
     let (mut model, _) = fixture();
     // Sources of different lengths, one repeated: the batch pads and masks,
     // and every row's logits over several steps equal its own run's.
-    let sources: Vec<Vec<u32>> = ["七绝|春风 明月|", "五绝|秋|", "七绝|春风 明月|", "七律|孤舟 寒江 落日|白日依山尽|"]
-        .iter()
-        .map(|s| model.tokenize(s).unwrap())
-        .collect();
+    let sources: Vec<Vec<u32>> = [
+        "七绝|春风 明月|",
+        "五绝|秋|",
+        "七绝|春风 明月|",
+        "七律|孤舟 寒江 落日|白日依山尽|",
+    ]
+    .iter()
+    .map(|s| model.tokenize(s).unwrap())
+    .collect();
     assert!(sources[1].len() < sources[0].len() && sources[3].len() > sources[0].len());
     let feed: [u32; 3] = [10, 11, 12];
     let run = |model: &mut PoetModel, sources: &[Vec<u32>]| {
         let encoded = model.start(sources).unwrap();
         let mut steps = vec![model.step(&encoded, None).unwrap()];
         for &t in &feed {
-            steps.push(model.step(&encoded, Some(vec![t; sources.len()].as_slice())).unwrap());
+            steps.push(
+                model
+                    .step(&encoded, Some(vec![t; sources.len()].as_slice()))
+                    .unwrap(),
+            );
         }
         steps
     };
@@ -105,7 +114,10 @@ fn a_padded_batch_decodes_like_single_rows() {
         let single = run(&mut model, std::slice::from_ref(source));
         for (step, (b, s)) in batch.iter().zip(&single).enumerate() {
             let diff = max_abs_diff(&b[row], &s[0]);
-            assert!(diff <= limit * scale(&s[0]), "row {row} step {step}: {diff}");
+            assert!(
+                diff <= limit * scale(&s[0]),
+                "row {row} step {step}: {diff}"
+            );
         }
     }
 }
@@ -124,5 +136,8 @@ fn half_precision_gives_nearly_the_f32_logits() {
     let (a, b) = (logits(&mut f32_model), logits(&mut f16_model));
     let diff = max_abs_diff(&a, &b);
     assert!(diff > 0.0, "f16 changed nothing: not f16?");
-    assert!(diff <= tolerance(DType::F16) * scale(&a), "max |Δlogit| {diff}");
+    assert!(
+        diff <= tolerance(DType::F16) * scale(&a),
+        "max |Δlogit| {diff}"
+    );
 }

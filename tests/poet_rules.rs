@@ -55,7 +55,11 @@ fn assert_strict_and_unrepeated(lines: &[String]) {
     assert!(report.pass, "{lines:?}: {:?}", report.violations);
     let chars: Vec<char> = lines.concat().chars().collect();
     let distinct: HashSet<char> = chars.iter().copied().collect();
-    assert_eq!(distinct.len(), chars.len(), "repeated character in {lines:?}");
+    assert_eq!(
+        distinct.len(),
+        chars.len(),
+        "repeated character in {lines:?}"
+    );
 }
 
 #[test]
@@ -147,7 +151,12 @@ fn a_poem_the_rules_cannot_work_with_is_refused_plainly() {
         (poem[..3].to_vec(), 0, "4 lines"),
         (poem.clone(), 4, "no line 5"),
         (
-            vec![poem[0].clone(), "咖啡拿铁香".into(), poem[2].clone(), poem[3].clone()],
+            vec![
+                poem[0].clone(),
+                "咖啡拿铁香".into(),
+                poem[2].clone(),
+                poem[3].clone(),
+            ],
             0,
             "the poet knows",
         ),

@@ -1,11 +1,12 @@
-//! Gateway events the commands do not cover: photo posts and the 换一首 button.
+//! Gateway events the commands do not cover: photo posts, the 换一首 button
+//! and the 换一句 menu.
 
 use std::sync::Arc;
 
 use poise::serenity_prelude as serenity;
 
 use crate::bot::download::AttachmentInfo;
-use crate::bot::reply;
+use crate::bot::reply::{self, Action, Recipe};
 use crate::bot::types::{BotError, Data};
 use crate::pipeline::Request;
 
@@ -18,7 +19,7 @@ pub async fn handle(
         serenity::FullEvent::Message { new_message } => photo_post(ctx, new_message, data).await,
         serenity::FullEvent::InteractionCreate {
             interaction: serenity::Interaction::Component(press),
-        } => again(ctx, press, data).await,
+        } => component(ctx, press, data).await,
         _ => Ok(()),
     }
 }
@@ -73,6 +74,7 @@ async fn photo_post(
             bytes,
             keywords: Vec::new(),
             vocabulary: settings.keywords.clone(),
+            top_k: settings.top_k,
             options,
         })?;
         Ok::<_, BotError>(ticket.result().await?)
@@ -81,7 +83,7 @@ async fn photo_post(
     let message = match result {
         Ok(poem) => serenity::CreateMessage::new()
             .embed(reply::embed(&poem, Some(&photo.url)))
-            .components(vec![reply::again_button(poem.form, &poem.keywords)]),
+            .components(reply::components(&poem, &Recipe::of(&poem, None))),
         Err(e) => {
             tracing::info!(channel = msg.channel_id.get(), "photo post refused: {e}");
             serenity::CreateMessage::new().content(format!("写不成诗：{e}"))
@@ -93,13 +95,17 @@ async fn photo_post(
     Ok(())
 }
 
-/// 换一首: a new poem from the keywords in the button, edited into the message.
-async fn again(
+/// 换一首 and 换一句: the recipe from the component's id, the poem from the
+/// message's embed; the new poem is edited into the message.
+async fn component(
     ctx: &serenity::Context,
     press: &serenity::ComponentInteraction,
     data: &Arc<Data>,
 ) -> Result<(), BotError> {
-    let Some((form, keywords)) = reply::parse_again(&press.data.custom_id) else {
+    let Some((action, recipe)) = Recipe::parse(&press.data.custom_id) else {
+        return Ok(());
+    };
+    let Some(old) = press.message.embeds.first() else {
         return Ok(());
     };
     if let Err(e) = data.admit(press.user.id.get(), press.channel_id.get()) {
@@ -116,16 +122,48 @@ async fn again(
     }
     press.defer(&ctx.http).await?;
     let settings = data.state.get(press.channel_id.get());
-    let options = data.options(&settings, Some(form), None, None);
-    let edit = match data.worker.submit(Request::Keywords { keywords, options }) {
-        Ok(ticket) => match ticket.result().await {
-            Ok(poem) => serenity::EditInteractionResponse::new()
-                .embed(reply::embed(&poem, None))
-                .components(vec![reply::again_button(poem.form, &poem.keywords)]),
-            Err(e) => serenity::EditInteractionResponse::new().content(format!("写不成诗：{e}")),
+    let options = data.options(&settings, Some(recipe.form), None, recipe.acrostic.clone());
+    let request = match action {
+        Action::Again => Request::Keywords {
+            keywords: recipe.keywords.clone(),
+            options,
         },
-        Err(e) => serenity::EditInteractionResponse::new().content(format!("写不成诗：{e}")),
+        Action::Line => {
+            let chosen = match &press.data.kind {
+                serenity::ComponentInteractionDataKind::StringSelect { values } => {
+                    values.first().and_then(|v| v.parse().ok())
+                }
+                _ => None,
+            };
+            let Some(line) = chosen else {
+                return Ok(());
+            };
+            Request::Line {
+                keywords: recipe.keywords.clone(),
+                lines: reply::poem_lines(old.description.as_deref().unwrap_or("")),
+                line,
+                options,
+            }
+        }
     };
-    press.edit_response(&ctx.http, edit).await?;
+    let answer = match data.worker.submit(request) {
+        Ok(ticket) => ticket.result().await.map_err(BotError::from),
+        Err(e) => Err(e.into()),
+    };
+    match answer {
+        Ok(poem) => {
+            let edit = serenity::EditInteractionResponse::new()
+                .embed(reply::embed_again(old, &poem))
+                .components(reply::components(&poem, &recipe));
+            press.edit_response(&ctx.http, edit).await?;
+        }
+        // The poem stays as it was; the word goes to the one who asked.
+        Err(e) => {
+            let notice = serenity::CreateInteractionResponseFollowup::new()
+                .content(format!("写不成诗：{e}"))
+                .ephemeral(true);
+            press.create_followup(&ctx.http, notice).await?;
+        }
+    }
     Ok(())
 }

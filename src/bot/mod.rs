@@ -2,7 +2,7 @@
 //!
 //! - [`types`]: `Data` shared by every handler, the `Context`, the error type.
 //! - [`commands`]: `/poem`, `/keywords`, `/config`, one file each.
-//! - [`events`]: photo posts and the 换一首 button.
+//! - [`events`]: photo posts, the 换一首 button and the 换一句 menu.
 //! - [`reply`]: how a poem looks (embed, button ids that survive restarts).
 //! - [`download`], [`state`], [`ratelimit`]: safe attachment downloads,
 //!   per-channel settings saved on every change, per-user and per-channel quotas.

@@ -1,82 +1,185 @@
 //! How a poem looks in Discord: an embed (photo thumbnail, keywords with
-//! scores, the poem line by line, the form) and a 换一首 button whose custom
-//! id carries all it needs, so it works after a restart.
+//! scores, the poem line by line, the form), a 换一首 button and a 换一句 menu.
+//! The components' custom ids carry the [`Recipe`] (form, acrostic, keywords)
+//! and the poem's lines are in the embed, so both work after a restart.
 
 use poise::serenity_prelude as serenity;
 
 use crate::pipeline::PoemResult;
 use crate::poem::Form;
 
-const AGAIN: &str = "yingshi:again";
+const PREFIX: &str = "yingshi";
+const AGAIN: &str = "again";
+const LINE: &str = "line";
+/// Discord's limit on a custom id.
+const MAX_ID_CHARS: usize = 100;
+const NUMERALS: [&str; 8] = ["一", "二", "三", "四", "五", "六", "七", "八"];
 
-/// The text of the embed's body: keywords with scores (photo requests), then the poem.
-pub fn poem_text(result: &PoemResult) -> String {
-    let best = &result.candidates[0];
-    let mut text = String::new();
+/// What a component under a poem asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// 换一首: a new poem from the same recipe.
+    Again,
+    /// 换一句: one line, chosen in the menu, written anew.
+    Line,
+}
+
+/// What it takes to write a poem again: form, acrostic, keywords.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipe {
+    pub form: Form,
+    pub acrostic: Option<String>,
+    pub keywords: Vec<String>,
+}
+
+impl Recipe {
+    pub fn of(result: &PoemResult, acrostic: Option<&str>) -> Self {
+        Self {
+            form: result.form,
+            acrostic: acrostic.map(str::to_owned),
+            keywords: result.keywords.clone(),
+        }
+    }
+
+    /// `yingshi:{action}:{form}:{acrostic}:{kw1 kw2 …}`, keywords cut to fit
+    /// Discord's 100 characters.
+    pub fn id(&self, action: Action) -> String {
+        let action = match action {
+            Action::Again => AGAIN,
+            Action::Line => LINE,
+        };
+        let mut id = format!(
+            "{PREFIX}:{action}:{}:{}:",
+            self.form.name(),
+            self.acrostic.as_deref().unwrap_or("")
+        );
+        let mut first = true;
+        for k in &self.keywords {
+            if id.chars().count() + k.chars().count() + 1 > MAX_ID_CHARS {
+                break;
+            }
+            if !first {
+                id.push(' ');
+            }
+            id.push_str(k);
+            first = false;
+        }
+        id
+    }
+
+    /// Reads a custom id back; `None` for ids that are not ours.
+    pub fn parse(id: &str) -> Option<(Action, Recipe)> {
+        let mut parts = id.splitn(5, ':');
+        if parts.next()? != PREFIX {
+            return None;
+        }
+        let action = match parts.next()? {
+            AGAIN => Action::Again,
+            LINE => Action::Line,
+            _ => return None,
+        };
+        let form = parts.next()?.parse().ok()?;
+        let acrostic = Some(parts.next()?)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned);
+        let keywords = parts
+            .next()?
+            .split(' ')
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Some((
+            action,
+            Recipe {
+                form,
+                acrostic,
+                keywords,
+            },
+        ))
+    }
+}
+
+/// The embed's text above the poem: the keywords, with scores for a photo.
+fn header(result: &PoemResult) -> String {
     if !result.matched.is_empty() {
         let shown: Vec<String> = result
             .matched
             .iter()
             .map(|s| format!("{} `{:.2}`", s.keyword, s.score))
             .collect();
-        text.push_str(&format!("意象：{}\n\n", shown.join("　")));
+        format!("意象：{}\n\n", shown.join("　"))
     } else if !result.keywords.is_empty() {
-        text.push_str(&format!("意象：{}\n\n", result.keywords.join("　")));
+        format!("意象：{}\n\n", result.keywords.join("　"))
+    } else {
+        String::new()
     }
-    for line in &best.lines {
-        text.push_str(&format!("**{line}**\n"));
-    }
-    text
+}
+
+/// The poem, a bold line each.
+fn verse(lines: &[String]) -> String {
+    lines.iter().map(|l| format!("**{l}**\n")).collect()
+}
+
+/// The poem's lines back from an embed's text.
+pub fn poem_lines(description: &str) -> Vec<String> {
+    description
+        .lines()
+        .filter_map(|l| l.strip_prefix("**")?.strip_suffix("**"))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn footer(result: &PoemResult) -> serenity::CreateEmbedFooter {
+    serenity::CreateEmbedFooter::new(format!("{} 首候选，择其一", result.candidates.len()))
 }
 
 pub fn embed(result: &PoemResult, thumbnail: Option<&str>) -> serenity::CreateEmbed {
     let mut embed = serenity::CreateEmbed::new()
         .title(format!("影诗 · {}", result.form))
-        .description(poem_text(result))
-        .footer(serenity::CreateEmbedFooter::new(format!(
-            "{} 首候选，择其一",
-            result.candidates.len()
-        )));
+        .description(header(result) + &verse(&result.candidates[0].lines))
+        .footer(footer(result));
     if let Some(url) = thumbnail {
         embed = embed.thumbnail(url);
     }
     embed
 }
 
-/// The 换一首 button: same keywords and form, a new poem.
-pub fn again_button(form: Form, keywords: &[String]) -> serenity::CreateActionRow {
-    serenity::CreateActionRow::Buttons(vec![serenity::CreateButton::new(again_id(form, keywords))
+/// The embed of a poem written again: the old one (thumbnail, keywords with
+/// scores) with the new poem in place of the old.
+pub fn embed_again(old: &serenity::Embed, result: &PoemResult) -> serenity::CreateEmbed {
+    let description = old.description.as_deref().unwrap_or("");
+    let kept: String = description
+        .split_inclusive('\n')
+        .take_while(|l| !l.starts_with("**"))
+        .collect();
+    serenity::CreateEmbed::from(old.clone())
+        .description(kept + &verse(&result.candidates[0].lines))
+        .footer(footer(result))
+}
+
+/// 换一首 and the 换一句 menu, one option a line.
+pub fn components(result: &PoemResult, recipe: &Recipe) -> Vec<serenity::CreateActionRow> {
+    let again = serenity::CreateButton::new(recipe.id(Action::Again))
         .label("换一首")
-        .style(serenity::ButtonStyle::Secondary)])
-}
-
-/// `yingshi:again:{form}:{kw1 kw2 …}`, cut to Discord's 100 characters.
-pub fn again_id(form: Form, keywords: &[String]) -> String {
-    let mut id = format!("{AGAIN}:{}:", form.name());
-    for k in keywords {
-        if id.chars().count() + k.chars().count() + 1 > 100 {
-            break;
-        }
-        if !id.ends_with(':') {
-            id.push(' ');
-        }
-        id.push_str(k);
-    }
-    id
-}
-
-/// Reads a 换一首 custom id back.
-pub fn parse_again(id: &str) -> Option<(Form, Vec<String>)> {
-    let rest = id.strip_prefix(AGAIN)?.strip_prefix(':')?;
-    let (form, keywords) = rest.split_once(':')?;
-    Some((
-        form.parse().ok()?,
-        keywords
-            .split(' ')
-            .filter(|k| !k.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    ))
+        .style(serenity::ButtonStyle::Secondary);
+    let options = result.candidates[0]
+        .lines
+        .iter()
+        .zip(NUMERALS)
+        .enumerate()
+        .map(|(i, (line, numeral))| {
+            serenity::CreateSelectMenuOption::new(format!("第{numeral}句：{line}"), i.to_string())
+        })
+        .collect();
+    let menu = serenity::CreateSelectMenu::new(
+        recipe.id(Action::Line),
+        serenity::CreateSelectMenuKind::String { options },
+    )
+    .placeholder("换一句……");
+    vec![
+        serenity::CreateActionRow::Buttons(vec![again]),
+        serenity::CreateActionRow::SelectMenu(menu),
+    ]
 }
 
 #[cfg(test)]
@@ -84,14 +187,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn again_ids_round_trip_and_fit() {
-        let kws = vec!["春风".to_string(), "明月".to_string()];
-        let id = again_id(Form::QiJue, &kws);
-        assert_eq!(parse_again(&id), Some((Form::QiJue, kws)));
-        let many: Vec<String> = (0..60).map(|i| format!("词{i}")).collect();
-        let id = again_id(Form::WuLv, &many);
-        assert!(id.chars().count() <= 100);
-        assert!(parse_again(&id).unwrap().1.len() > 10);
-        assert_eq!(parse_again("other:button"), None);
+    fn ids_round_trip_and_fit() {
+        let recipe = Recipe {
+            form: Form::QiJue,
+            acrostic: Some("春江花月".into()),
+            keywords: vec!["春风".into(), "明月".into()],
+        };
+        for action in [Action::Again, Action::Line] {
+            assert_eq!(
+                Recipe::parse(&recipe.id(action)),
+                Some((action, recipe.clone()))
+            );
+        }
+        let many = Recipe {
+            form: Form::WuLv,
+            acrostic: None,
+            keywords: (0..60).map(|i| format!("词{i}")).collect(),
+        };
+        let id = many.id(Action::Again);
+        assert!(id.chars().count() <= MAX_ID_CHARS);
+        let (_, back) = Recipe::parse(&id).unwrap();
+        assert!(back.keywords.len() > 10 && back.acrostic.is_none());
+        assert_eq!(Recipe::parse("other:button"), None);
+        assert_eq!(Recipe::parse("yingshi:dance:七绝::春风"), None);
+    }
+
+    #[test]
+    fn poem_lines_read_back_what_the_embed_shows() {
+        let lines = vec!["白日依山尽".to_string(), "黄河入海流".to_string()];
+        let text = format!("意象：春风 `0.31`\n\n{}", verse(&lines));
+        assert_eq!(poem_lines(&text), lines);
     }
 }

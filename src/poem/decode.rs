@@ -389,8 +389,10 @@ impl Decoder<'_> {
         }
         let mut lines: Vec<Vec<&CharInfo>> = Vec::with_capacity(count);
         for line in &req.lines {
-            let infos: Option<Vec<&CharInfo>> =
-                line.chars().map(|c| self.rules.char_info(self.model, c)).collect();
+            let infos: Option<Vec<&CharInfo>> = line
+                .chars()
+                .map(|c| self.rules.char_info(self.model, c))
+                .collect();
             match infos {
                 Some(infos) if infos.len() == n => lines.push(infos),
                 _ => {
@@ -429,7 +431,9 @@ impl Decoder<'_> {
             });
         }
         if rhyme.as_ref().is_some_and(Vec::is_empty) {
-            return Err(PoemError::Lines("this poem does not keep to one rhyme".into()));
+            return Err(PoemError::Lines(
+                "this poem does not keep to one rhyme".into(),
+            ));
         }
         let mut used: HashMap<char, usize> = HashMap::new();
         for (i, line) in req.lines.iter().enumerate() {
@@ -590,9 +594,8 @@ impl Decoder<'_> {
             .map(|id| (id, logits[id]))
             .collect();
         // Bonus for opening an unused keyword that fits the slots ahead.
-        let text_so_far: String = row.lines.concat()
-            + &row.current.iter().collect::<String>()
-            + &row.rest.concat();
+        let text_so_far: String =
+            row.lines.concat() + &row.current.iter().collect::<String>() + &row.rest.concat();
         let mut opens: HashMap<usize, Vec<char>> = HashMap::new();
         for (kw_text, kw) in place.plan.keywords.iter().zip(&place.plan.keyword_chars) {
             if text_so_far.contains(kw_text.as_str()) || place.pos + kw.len() > place.n {

@@ -143,7 +143,10 @@ impl PoetModel {
                 .iter()
                 .flat_map(|s| (0..len).map(move |i| if i < s.len() { 0.0 } else { MASKED }))
                 .collect();
-            Some(Tensor::from_vec(bias, (distinct.len(), 1, 1, len), &self.device)?.to_dtype(self.dtype)?)
+            Some(
+                Tensor::from_vec(bias, (distinct.len(), 1, 1, len), &self.device)?
+                    .to_dtype(self.dtype)?,
+            )
         } else {
             None
         };

@@ -2,10 +2,10 @@
 
 use poise::serenity_prelude as serenity;
 
-use crate::bot::reply;
+use crate::bot::reply::{self, Recipe};
 use crate::bot::types::{BotError, Context};
-use crate::poem::Form;
 use crate::pipeline::Request;
+use crate::poem::Form;
 
 #[derive(Debug, Clone, Copy, poise::ChoiceParameter)]
 pub enum FormChoice {
@@ -88,7 +88,7 @@ pub async fn poem(
         &settings,
         form.map(Form::from),
         candidates.map(|c| c as usize),
-        acrostic,
+        acrostic.clone(),
     );
     let job = match &image {
         Some(attachment) => {
@@ -104,6 +104,7 @@ pub async fn poem(
                 bytes,
                 keywords,
                 vocabulary: settings.keywords.clone(),
+                top_k: settings.top_k,
                 options,
             }
         }
@@ -125,7 +126,10 @@ pub async fn poem(
     let reply = poise::CreateReply::default()
         .content("")
         .embed(reply::embed(&result, thumbnail))
-        .components(vec![reply::again_button(result.form, &result.keywords)]);
+        .components(reply::components(
+            &result,
+            &Recipe::of(&result, acrostic.as_deref()),
+        ));
     match waiting {
         Some(handle) => handle.edit(ctx, reply).await?,
         None => {
