@@ -3,6 +3,8 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -11,7 +13,9 @@ use crate::embedding::ClipModel;
 use crate::error::Error;
 use crate::keywords::Vocabulary;
 use crate::photo::{self, PhotoLimits};
+use crate::pipeline::{Pipeline, PoemOptions, Request};
 use crate::poem::{Form, PoemRequest, Poet, Sampling};
+use crate::worker::{Batching, Worker};
 
 #[derive(Debug, Serialize)]
 pub struct PoemTiming {
@@ -89,21 +93,22 @@ pub struct ClipBench<'a> {
     pub images: usize,
 }
 
-impl ClipBench<'_> {
-    fn photos(&self) -> Result<Vec<Vec<u8>>, Error> {
-        let mut paths: Vec<_> = std::fs::read_dir(self.photos_dir)
-            .map_err(|e| Error::Input(format!("{}: {e}", self.photos_dir.display())))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        paths.sort();
-        paths
-            .iter()
-            .map(|p| std::fs::read(p).map_err(|e| Error::Input(format!("{}: {e}", p.display()))))
-            .collect()
-    }
+/// The photos of a directory, in name order.
+fn read_photos(dir: &Path) -> Result<Vec<Vec<u8>>, Error> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| Error::Input(format!("{}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| std::fs::read(p).map_err(|e| Error::Input(format!("{}: {e}", p.display()))))
+        .collect()
+}
 
+impl ClipBench<'_> {
     pub fn run_rust(&self, clip: &ClipModel) -> Result<ClipTiming, Error> {
-        let photos = self.photos()?;
+        let photos = read_photos(self.photos_dir)?;
         let limits = PhotoLimits {
             max_bytes: 25 << 20,
             max_megapixels: 40.0,
@@ -152,6 +157,141 @@ impl ClipBench<'_> {
             image_ms: field(&v, "image_ms")?,
             vocabulary_s: field(&v, "vocabulary_s")?,
         })
+    }
+}
+
+/// One concurrency level of the serving benchmark.
+#[derive(Debug, Serialize)]
+pub struct ServeTiming {
+    pub concurrency: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub photos_per_s: f64,
+}
+
+/// Photo → poem as the bot serves it: `requests` photo requests from
+/// `concurrency` clients that each send the next as soon as theirs is
+/// answered, through the model thread and its batching.
+pub struct ServeBench<'a> {
+    pub clip_dir: &'a Path,
+    pub poet_dir: &'a Path,
+    pub photos_dir: &'a Path,
+    pub vocabulary: &'a Path,
+    pub form: Form,
+    pub candidates: usize,
+    pub top_k: usize,
+    pub requests: usize,
+    pub concurrency: Vec<usize>,
+}
+
+impl ServeBench<'_> {
+    pub fn run_rust(
+        &self,
+        pipeline: Pipeline,
+        batching: Batching,
+    ) -> Result<Vec<ServeTiming>, Error> {
+        let photos = read_photos(self.photos_dir)?;
+        let most = self.concurrency.iter().copied().max().unwrap_or(1);
+        let worker = Worker::spawn(pipeline, most, batching);
+        let request = |i: usize| Request::Photo {
+            bytes: photos[i % photos.len()].clone(),
+            keywords: Vec::new(),
+            vocabulary: None,
+            top_k: Some(self.top_k),
+            options: PoemOptions {
+                form: self.form,
+                acrostic: None,
+                candidates: self.candidates,
+                seed: i as u64,
+            },
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| Error::Service(format!("cannot start the runtime: {e}")))?;
+        runtime.block_on(async {
+            let ask = |i: usize| {
+                let request = request(i);
+                let worker = &worker;
+                async move {
+                    let start = Instant::now();
+                    worker
+                        .submit(request)
+                        .map_err(|e| Error::Service(e.to_string()))?
+                        .result()
+                        .await
+                        .map_err(|e| Error::Service(e.to_string()))?;
+                    Ok::<_, Error>(start.elapsed())
+                }
+            };
+            ask(0).await?; // warm-up
+            let mut timings = Vec::new();
+            for &clients in &self.concurrency {
+                let next = AtomicUsize::new(0);
+                let latencies = Mutex::new(Vec::with_capacity(self.requests));
+                let client = || async {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        if i >= self.requests {
+                            return Ok::<_, Error>(());
+                        }
+                        let took = ask(i).await?;
+                        latencies.lock().expect("not poisoned").push(took);
+                    }
+                };
+                let start = Instant::now();
+                for done in futures_util::future::join_all((0..clients).map(|_| client())).await {
+                    done?;
+                }
+                let seconds = start.elapsed().as_secs_f64();
+                let mut latencies = latencies.into_inner().expect("not poisoned");
+                latencies.sort();
+                let at = |q: f64| {
+                    let i = ((latencies.len() as f64 * q) as usize).min(latencies.len() - 1);
+                    latencies[i].as_secs_f64() * 1000.0
+                };
+                timings.push(ServeTiming {
+                    concurrency: clients,
+                    p50_ms: at(0.5),
+                    p95_ms: at(0.95),
+                    photos_per_s: self.requests as f64 / seconds,
+                });
+            }
+            Ok(timings)
+        })
+    }
+
+    pub fn run_python(&self, python: &str) -> Result<Vec<ServeTiming>, String> {
+        let mut cmd = Command::new(python);
+        cmd.arg(reference_script())
+            .arg("serve")
+            .arg("--clip-model")
+            .arg(self.clip_dir)
+            .arg("--poet-model")
+            .arg(self.poet_dir)
+            .arg("--photos")
+            .arg(self.photos_dir)
+            .arg("--vocabulary")
+            .arg(self.vocabulary)
+            .args(["--form", self.form.name()])
+            .args(["--candidates", &self.candidates.to_string()])
+            .args(["--top-k", &self.top_k.to_string()])
+            .args(["--requests", &self.requests.to_string()])
+            .arg("--concurrency")
+            .args(self.concurrency.iter().map(|c| c.to_string()));
+        let v = run_reference(cmd)?;
+        v["levels"]
+            .as_array()
+            .ok_or_else(|| format!("reference output lacks levels: {v}"))?
+            .iter()
+            .map(|level| {
+                Ok(ServeTiming {
+                    concurrency: field(level, "concurrency")? as usize,
+                    p50_ms: field(level, "p50_ms")?,
+                    p95_ms: field(level, "p95_ms")?,
+                    photos_per_s: field(level, "photos_per_s")?,
+                })
+            })
+            .collect()
     }
 }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use yingshi::bench::{ClipBench, PoemBench};
+use yingshi::bench::{ClipBench, PoemBench, ServeBench};
 use yingshi::config::Config;
 use yingshi::error::Error;
 use yingshi::keywords::split_keywords;
@@ -159,6 +159,16 @@ struct BenchArgs {
     /// Photos embedded one at a time in the CLIP timing.
     #[arg(long, default_value_t = 10)]
     images: usize,
+    /// Time only photo → poem as served (needs --clip-model): latency and
+    /// throughput at each --concurrency, batching as configured.
+    #[arg(long, requires = "clip_model")]
+    serve: bool,
+    /// Photo requests per concurrency level in --serve.
+    #[arg(long, default_value_t = 64)]
+    requests: usize,
+    /// Clients sending at once in --serve, one level each.
+    #[arg(long, num_args = 1.., default_values_t = [1, 8, 64])]
+    concurrency: Vec<usize>,
 }
 
 fn main() -> ExitCode {
@@ -334,6 +344,9 @@ fn bench(config: &Config, args: BenchArgs) -> Result<ExitCode, Error> {
         .poet_model
         .clone()
         .unwrap_or_else(|| Config::resolve(&config.models.poet_dir));
+    if args.serve {
+        return bench_serve(config, &args, &dir);
+    }
     let mut poet = load_poet(config, Some(dir.clone()))?;
     let bench = PoemBench {
         model_dir: &dir,
@@ -405,6 +418,75 @@ fn bench(config: &Config, args: BenchArgs) -> Result<ExitCode, Error> {
             );
         }
         Err(why) => println!("  python transformers    not run: {why}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_serve(config: &Config, args: &BenchArgs, poet_dir: &Path) -> Result<ExitCode, Error> {
+    let clip_dir = args
+        .clip_model
+        .as_deref()
+        .expect("clap requires --clip-model");
+    if args.concurrency.contains(&0) || args.requests == 0 {
+        return Err(Error::Input(
+            "--concurrency and --requests must be at least 1".into(),
+        ));
+    }
+    let photos = Config::resolve("tests/fixtures/photos");
+    let vocabulary = Config::resolve(&config.keywords.vocabulary);
+    let serve = ServeBench {
+        clip_dir,
+        poet_dir,
+        photos_dir: &photos,
+        vocabulary: &vocabulary,
+        form: args.form,
+        candidates: args.candidates,
+        top_k: config.keywords.top_k,
+        requests: args.requests,
+        concurrency: args.concurrency.clone(),
+    };
+    let placement = placement(config)?;
+    println!(
+        "photo → {} served: {} photo requests per level, {} candidates, batches of up to {} \
+         (wait {} ms), {:?} {:?}",
+        args.form,
+        args.requests,
+        args.candidates,
+        config.batch.max_requests,
+        config.batch.wait_ms,
+        placement.device,
+        placement.dtype
+    );
+    let poet = load_poet(config, Some(poet_dir.to_owned()))?;
+    let matcher = Matcher::load(config, Some(clip_dir), None, &placement)?;
+    let batching = yingshi::worker::Batching {
+        max_requests: config.batch.max_requests,
+        wait: std::time::Duration::from_millis(config.batch.wait_ms),
+    };
+    let rust = serve.run_rust(Pipeline::new(config, poet, Some(matcher)), batching)?;
+    let python = serve.run_python(&args.python);
+    println!(
+        "  concurrency  rust p50/p95 ms   photos/s | python p50/p95 ms   photos/s | time ratio"
+    );
+    for (i, r) in rust.iter().enumerate() {
+        let py = python.as_ref().ok().and_then(|p| p.get(i));
+        let (py_text, ratio) = match py {
+            Some(p) => (
+                format!(
+                    "{:>8.0}/{:<8.0} {:>8.2}",
+                    p.p50_ms, p.p95_ms, p.photos_per_s
+                ),
+                format!("{:.2}×", p.photos_per_s / r.photos_per_s),
+            ),
+            None => ("not run".to_owned(), "-".to_owned()),
+        };
+        println!(
+            "  {:>11}  {:>8.0}/{:<8.0} {:>8.2} | {py_text} | {ratio}",
+            r.concurrency, r.p50_ms, r.p95_ms, r.photos_per_s
+        );
+    }
+    if let Err(why) = python {
+        println!("  python transformers not run: {why}");
     }
     Ok(ExitCode::SUCCESS)
 }
