@@ -9,6 +9,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use candle_core::DType;
+
+use crate::device::Placement;
 use crate::embedding::ClipModel;
 use crate::error::Error;
 use crate::keywords::Vocabulary;
@@ -182,6 +185,8 @@ pub struct ServeBench<'a> {
     pub top_k: usize,
     pub requests: usize,
     pub concurrency: Vec<usize>,
+    /// Where both pipelines run: ours and Python's on the same device and dtype.
+    pub placement: Placement,
 }
 
 impl ServeBench<'_> {
@@ -277,7 +282,23 @@ impl ServeBench<'_> {
             .args(["--top-k", &self.top_k.to_string()])
             .args(["--requests", &self.requests.to_string()])
             .arg("--concurrency")
-            .args(self.concurrency.iter().map(|c| c.to_string()));
+            .args(self.concurrency.iter().map(|c| c.to_string()))
+            .args([
+                "--device",
+                if self.placement.device.is_cuda() {
+                    "cuda"
+                } else {
+                    "cpu"
+                },
+            ])
+            .args([
+                "--dtype",
+                if self.placement.dtype == DType::BF16 {
+                    "bf16"
+                } else {
+                    "f32"
+                },
+            ]);
         let v = run_reference(cmd)?;
         v["levels"]
             .as_array()

@@ -444,8 +444,9 @@ fn bench_serve(config: &Config, args: &BenchArgs, poet_dir: &Path) -> Result<Exi
         top_k: config.keywords.top_k,
         requests: args.requests,
         concurrency: args.concurrency.clone(),
+        placement: placement(config)?,
     };
-    let placement = placement(config)?;
+    let placement = &serve.placement;
     println!(
         "photo → {} served: {} photo requests per level, {} candidates, batches of up to {} \
          (wait {} ms), {:?} {:?}",
@@ -458,7 +459,7 @@ fn bench_serve(config: &Config, args: &BenchArgs, poet_dir: &Path) -> Result<Exi
         placement.dtype
     );
     let poet = load_poet(config, Some(poet_dir.to_owned()))?;
-    let matcher = Matcher::load(config, Some(clip_dir), None, &placement)?;
+    let matcher = Matcher::load(config, Some(clip_dir), None, placement)?;
     let batching = yingshi::worker::Batching {
         max_requests: config.batch.max_requests,
         wait: std::time::Duration::from_millis(config.batch.wait_ms),

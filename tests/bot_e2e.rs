@@ -54,6 +54,12 @@ fn message_from(
            "mention_roles": [], "attachments": attachments, "embeds": [], "pinned": false, "type": 0})
 }
 
+/// A post from `author` that mentions the bot, with a photo on Discord's CDN.
+fn photo_post(id: &str, channel: &str, author: &str) -> Value {
+    let photo = attachment("cat.png", "cdn.discordapp.com", 240512, "image/png");
+    message_from(id, channel, author, "<@100>", true, json!([photo]))
+}
+
 fn attachment(name: &str, host: &str, size: u64, content_type: &str) -> Value {
     json!({"id": "600", "filename": name, "size": size, "content_type": content_type,
            "url": format!("https://{host}/attachments/{CHANNEL}/600/{name}?ex=1"),
@@ -399,20 +405,7 @@ async fn photo_posts_slash_commands_and_settings() {
     assert_eq!(names, ["poem", "keywords", "config"]);
 
     // A photo post that mentions the bot: typing, the download, a reply with keywords and poem.
-    discord.send(
-        "MESSAGE_CREATE",
-        message(
-            "501",
-            "<@100>",
-            true,
-            json!([attachment(
-                "cat.png",
-                "cdn.discordapp.com",
-                240512,
-                "image/png"
-            )]),
-        ),
-    );
+    discord.send("MESSAGE_CREATE", photo_post("501", CHANNEL, "42"));
     let seen = discord.until("POST", "/channels/200/messages").await;
     assert!(seen
         .iter()
@@ -592,20 +585,7 @@ async fn photo_posts_slash_commands_and_settings() {
         .unwrap()
         .contains("top_k = 6"));
     // The channel's top_k reaches its photos.
-    discord.send(
-        "MESSAGE_CREATE",
-        message(
-            "503",
-            "<@100>",
-            true,
-            json!([attachment(
-                "cat.png",
-                "cdn.discordapp.com",
-                240512,
-                "image/png"
-            )]),
-        ),
-    );
+    discord.send("MESSAGE_CREATE", photo_post("503", CHANNEL, "42"));
     let seen = discord.until("POST", "/channels/200/messages").await;
     assert_eq!(imagery(&seen.last().unwrap().body["embeds"][0]).len(), 6);
     discord.send(
@@ -729,22 +709,7 @@ async fn photo_posts_slash_commands_and_settings() {
     assert_eq!(poem_lines(&edit.body["embeds"][0]).len(), 4);
 
     // The channel's own list is what its photos are matched against now.
-    discord.send(
-        "MESSAGE_CREATE",
-        message_from(
-            "734",
-            CHANNEL,
-            "43",
-            "<@100>",
-            true,
-            json!([attachment(
-                "cat.png",
-                "cdn.discordapp.com",
-                240512,
-                "image/png"
-            )]),
-        ),
-    );
+    discord.send("MESSAGE_CREATE", photo_post("734", CHANNEL, "43"));
     let seen = discord.until("POST", "/channels/200/messages").await;
     let mut matched = imagery(&seen.last().unwrap().body["embeds"][0]);
     matched.sort();
@@ -791,11 +756,7 @@ async fn load_run_answers_everyone() {
         let author = format!("{}", 1_000 + i % 100);
         let channel = format!("{}", 200 + i % 5);
         if i % 2 == 0 {
-            let photo = attachment("cat.png", "cdn.discordapp.com", 240512, "image/png");
-            discord.send(
-                "MESSAGE_CREATE",
-                message_from(&id, &channel, &author, "<@100>", true, json!([photo])),
-            );
+            discord.send("MESSAGE_CREATE", photo_post(&id, &channel, &author));
             posts.push(id);
         } else {
             let options = json!([{"name": "keywords", "type": 3, "value": "春风 明月"}]);

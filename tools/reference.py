@@ -155,10 +155,11 @@ def bench_serve(args):
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    clip = ChineseCLIPModel.from_pretrained(args.clip_model, dtype=torch.float32).eval()
+    device, dtype = args.device, {"f32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    clip = ChineseCLIPModel.from_pretrained(args.clip_model, dtype=dtype).to(device).eval()
     processor = ChineseCLIPImageProcessorPil.from_pretrained(args.clip_model)
     bert = BertTokenizer.from_pretrained(args.clip_model)
-    poet = T5ForConditionalGeneration.from_pretrained(args.poet_model, dtype=torch.float32).eval()
+    poet = T5ForConditionalGeneration.from_pretrained(args.poet_model, dtype=dtype).to(device).eval()
     tok = Tokenizer.from_file(f"{args.poet_model}/tokenizer.json")
     lines_n, chars_n = FORMS[args.form]
     photos = sorted(Path(args.photos).iterdir())
@@ -167,17 +168,17 @@ def bench_serve(args):
     def texts_features(texts):
         out = []
         for i in range(0, len(texts), 64):
-            enc = bert(texts[i:i + 64], padding=True, truncation=True, max_length=52, return_tensors="pt")
+            enc = bert(texts[i:i + 64], padding=True, truncation=True, max_length=52, return_tensors="pt").to(device)
             f = clip.get_text_features(**enc)
-            f = getattr(f, "pooler_output", f)
+            f = getattr(f, "pooler_output", f).float()
             out.append(f / f.norm(dim=-1, keepdim=True))
         return torch.cat(out)
 
     def serve(paths):
         images = [Image.open(p).convert("RGB") for p in paths]
-        pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+        pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(device, dtype)
         f = clip.get_image_features(pixel_values=pixels)
-        f = getattr(f, "pooler_output", f)
+        f = getattr(f, "pooler_output", f).float()
         f = f / f.norm(dim=-1, keepdim=True)
         top = (f @ vocab.T).topk(args.top_k, dim=-1).indices.tolist()
         rows = [([words[j] for j in t], []) for t in top for _ in range(args.candidates)]
@@ -185,8 +186,8 @@ def bench_serve(args):
             sources = [f"{args.form}|{' '.join(kw)}|" + "".join(l + "|" for l in p) for kw, p in rows]
             ids = [tok.encode(s).ids for s in sources]
             width = max(len(i) for i in ids)
-            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids])
-            ids = torch.tensor([i + [0] * (width - len(i)) for i in ids])
+            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids], device=device)
+            ids = torch.tensor([i + [0] * (width - len(i)) for i in ids], device=device)
             out = poet.generate(
                 ids, attention_mask=mask, do_sample=True, temperature=0.8, top_p=0.9, top_k=0,
                 min_new_tokens=chars_n, max_new_tokens=chars_n,
@@ -210,6 +211,8 @@ def bench_serve(args):
                 group = [photos[i % len(photos)] for i in range(g, min(g + c, args.requests))]
                 t0 = time.perf_counter()
                 serve(group)
+                if device != "cpu":
+                    torch.cuda.synchronize()
                 latencies += [(time.perf_counter() - t0) * 1000] * len(group)
             seconds = time.perf_counter() - start
             latencies.sort()
@@ -248,6 +251,8 @@ def main():
     v.add_argument("--top-k", type=int, default=4)
     v.add_argument("--requests", type=int, default=64)
     v.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    v.add_argument("--device", default="cpu", help="cpu or cuda")
+    v.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     v.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     {"poem": bench_poem, "clip": bench_clip, "serve": bench_serve}[args.what](args)
