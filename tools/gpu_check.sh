@@ -19,6 +19,8 @@
 # cuda:0 in f32 and in bf16, writes a full-size random Chinese-CLIP, and runs
 # `yingshi bench --serve` (ours and Python's transformers on the same GPU,
 # bf16). Everything it prints is also written to $OUT/gpu_check.log.
+# A dry run on a CPU machine (the stub libcuda.so.1 of tools/build_cuda.sh on
+# LD_LIBRARY_PATH): YINGSHI_CHECK_DEVICE=cpu YINGSHI_CHECK_DTYPES=f32 YINGSHI_CHECK_REQUESTS=2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests=(clip_parity poet_parity)
@@ -36,14 +38,17 @@ for line in sys.stdin:
     strip -o .gpu/yingshi target/cuda/release/yingshi
     while read -r name path; do strip -o ".gpu/$name" "$path"; done <<<"$built"
     xz -9 -T0 .gpu/*
+    # The test binaries look for their fixtures under the folder they were built in.
+    pwd >.gpu/built_at
     ls -l .gpu
 }
 
 run() {
     local out=${OUT:-/tmp/gpu-check}
+    local device=${YINGSHI_CHECK_DEVICE:-cuda:0} dtypes=${YINGSHI_CHECK_DTYPES:-f32 bf16}
     mkdir -p "$out"
     exec > >(tee "$out/gpu_check.log") 2>&1
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || echo "no nvidia-smi"
     local bin=/tmp/yingshi-gpu
     mkdir -p "$bin"
     for f in .gpu/*.xz; do
@@ -55,21 +60,22 @@ run() {
 dirs = {os.path.dirname(p) for d in site.getsitepackages() for p in glob.glob(d + "/nvidia/**/lib/lib*.so*", recursive=True)}
 print(":".join(sorted(dirs)))'):${LD_LIBRARY_PATH:-}
     export LD_LIBRARY_PATH
-    # The test binaries look for their fixtures where they were built.
+    # The test binaries look for their fixtures under the folder they were built in.
     local built_at
-    built_at=$(strings "$bin/poet_parity" | grep -m1 -o '/[^ ]*/tests/fixtures/t5-tiny' | sed 's|/tests/fixtures/t5-tiny||')
+    built_at=$(cat .gpu/built_at)
     [ -e "$built_at" ] || { mkdir -p "$(dirname "$built_at")" && ln -s "$PWD" "$built_at"; }
-    for dtype in f32 bf16; do
+    for dtype in $dtypes; do
         for t in "${tests[@]}"; do
-            echo "== $t on cuda:0 in $dtype"
-            YINGSHI_TEST_DEVICE=cuda:0 YINGSHI_TEST_DTYPE=$dtype "$bin/$t" --test-threads 1
+            echo "== $t on $device in $dtype"
+            YINGSHI_TEST_DEVICE=$device YINGSHI_TEST_DTYPE=$dtype "$bin/$t" --test-threads 1
         done
     done
-    python3 tools/make_bench_models.py /tmp/clip-b16
-    echo "== bench --serve on cuda:0, bf16"
-    YINGSHI_MODELS__DEVICE=cuda:0 YINGSHI_MODELS__CACHE_DIR=/tmp/yingshi-cache \
+    [ -e /tmp/clip-b16/model.safetensors ] || python3 tools/make_bench_models.py /tmp/clip-b16
+    echo "== bench --serve on $device"
+    YINGSHI_MODELS__DEVICE=$device YINGSHI_MODELS__CACHE_DIR=/tmp/yingshi-cache \
         YINGSHI_BATCH__MAX_REQUESTS=64 YINGSHI_PYTHON=python3 \
-        "$bin/yingshi" bench --serve --clip-model /tmp/clip-b16 --requests 256 --concurrency 1 8 64
+        "$bin/yingshi" bench --serve --clip-model /tmp/clip-b16 \
+        --requests "${YINGSHI_CHECK_REQUESTS:-256}" --concurrency 1 8 64
 }
 
 case ${1:-} in
