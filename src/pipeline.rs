@@ -87,13 +87,14 @@ impl Matcher {
 
     /// Decodes photos and embeds those that decode as one batch.
     pub fn embed_photos(&self, photos: &[&[u8]]) -> Vec<Result<Vec<f32>, Error>> {
-        let decoded: Vec<Result<DynamicImage, Error>> = photos
+        // The photos that decode go to the model; the others keep their error.
+        let mut images: Vec<DynamicImage> = Vec::new();
+        let decoded: Vec<Result<(), Error>> = photos
             .iter()
-            .map(|bytes| Ok(photo::decode(bytes, self.limits)?))
-            .collect();
-        let images: Vec<DynamicImage> = decoded
-            .iter()
-            .filter_map(|d| d.as_ref().ok().cloned())
+            .map(|bytes| {
+                images.push(photo::decode(bytes, self.limits)?);
+                Ok(())
+            })
             .collect();
         let mut features = match self.clip.embed_images(&images) {
             Ok(features) => features.into_iter().map(Ok).collect::<Vec<_>>(),
@@ -232,12 +233,14 @@ impl Pipeline {
         let photos = self.match_photos(requests);
         let mut answers: Vec<Option<Result<PoemResult, Error>>> =
             requests.iter().map(|_| None).collect();
-        let mut poems: Vec<(usize, Vec<String>, Option<PhotoWork>, PoemRequest)> = Vec::new();
+        // The poems to write, and whose each is: the request's index and its photo, if any.
+        let mut to_write: Vec<PoemRequest> = Vec::new();
+        let mut owners: Vec<(usize, Option<PhotoWork>)> = Vec::new();
         for (i, (request, photo)) in requests.iter().zip(photos).enumerate() {
             match request {
                 Request::Keywords { keywords, options } => {
-                    let poem = poem_request(keywords, options);
-                    poems.push((i, keywords.clone(), None, poem));
+                    to_write.push(poem_request(keywords, options));
+                    owners.push((i, None));
                 }
                 Request::Photo {
                     keywords, options, ..
@@ -249,8 +252,8 @@ impl Pipeline {
                                 keywords.push(s.keyword.clone());
                             }
                         }
-                        let poem = poem_request(&keywords, options);
-                        poems.push((i, keywords, Some(work), poem));
+                        to_write.push(poem_request(&keywords, options));
+                        owners.push((i, Some(work)));
                     }
                     Err(e) => answers[i] = Some(Err(e)),
                 },
@@ -279,27 +282,26 @@ impl Pipeline {
             }
         }
 
-        let written = self.poet.write_batch(
-            &poems.iter().map(|p| p.3.clone()).collect::<Vec<_>>(),
-            self.sampling,
-            self.keyword_weight,
-        );
-        let mut finished: Vec<(usize, PoemResult, Option<PhotoWork>)> = Vec::new();
-        for ((i, keywords, photo, request), candidates) in poems.into_iter().zip(written) {
+        let written = self
+            .poet
+            .write_batch(&to_write, self.sampling, self.keyword_weight);
+        // Each written poem, with its photo's feature for the rerank.
+        let mut finished: Vec<(usize, PoemResult, Option<Vec<f32>>)> = Vec::new();
+        for ((request, (i, photo)), candidates) in to_write.into_iter().zip(owners).zip(written) {
             match candidates {
-                Ok(candidates) => finished.push((
-                    i,
-                    PoemResult {
+                Ok(candidates) => {
+                    let (feature, matched) = match photo {
+                        Some(work) => (Some(work.feature), work.matched),
+                        None => (None, Vec::new()),
+                    };
+                    let result = PoemResult {
                         form: request.form,
-                        keywords,
-                        matched: photo
-                            .as_ref()
-                            .map(|p| p.matched.clone())
-                            .unwrap_or_default(),
+                        keywords: request.keywords,
+                        matched,
                         candidates,
-                    },
-                    photo,
-                )),
+                    };
+                    finished.push((i, result, feature));
+                }
                 Err(e) => answers[i] = Some(Err(e.into())),
             }
         }
@@ -368,7 +370,7 @@ impl Pipeline {
 
     /// Adds `clip_weight` × poem–photo similarity to photo poems' candidates,
     /// all poems' texts embedded together, and sorts them again.
-    fn rerank_by_photo(&self, finished: &mut [(usize, PoemResult, Option<PhotoWork>)]) {
+    fn rerank_by_photo(&self, finished: &mut [(usize, PoemResult, Option<Vec<f32>>)]) {
         let Some(matcher) = &self.matcher else {
             return;
         };
@@ -393,7 +395,7 @@ impl Pipeline {
             let Some(photo) = photo else { continue };
             for c in &mut result.candidates {
                 let text = features.next().expect("one feature per poem");
-                c.score += self.clip_weight * dot(text, &photo.feature) as f64;
+                c.score += self.clip_weight * dot(text, photo) as f64;
             }
             result
                 .candidates
