@@ -504,55 +504,58 @@ impl Decoder<'_> {
         reserve_heads: bool,
     ) -> Result<(), ModelError> {
         let n = plans[0].form.chars_per_line();
-        let sources = self.sources(rows, plans)?;
-        let encoded = self.model.start(&sources)?;
-        let mut last: Option<Vec<u32>> = None;
-        for pos in 0..n {
-            let logits = self.model.step(&encoded, last.as_deref())?;
-            let mut chosen = Vec::with_capacity(rows.len());
-            for (row, logits) in rows.iter_mut().zip(logits) {
-                let place = Place {
-                    plan: &plans[row.plan],
-                    line,
-                    pos,
-                    n,
-                    reserve_heads,
-                };
-                chosen.push(self.choose(row, &place, &logits));
-            }
-            last = Some(chosen);
-        }
-        for row in rows.iter_mut() {
-            let text: String = row.current.drain(..).collect();
-            row.lines.push(text);
-            row.pending.clear();
-        }
-        Ok(())
+        self.run_line(rows, plans, |decoder, row, pos, logits| {
+            let place = Place {
+                plan: &plans[row.plan],
+                line,
+                pos,
+                n,
+                reserve_heads,
+            };
+            decoder.choose(row, &place, logits)
+        })
     }
 
     /// Adds each row's log-probability of its `current` line, given its
     /// lines before it (teacher forcing), and appends the line.
     fn score_current(&mut self, rows: &mut [Row], plans: &[Plan]) -> Result<(), ModelError> {
+        self.run_line(rows, plans, |decoder, row, pos, logits| {
+            let id = decoder
+                .model
+                .id_of(row.current[pos])
+                .expect("kept lines were checked against the vocabulary");
+            row.logprob += log_softmax_at(logits, id as usize);
+            id
+        })
+    }
+
+    /// One line of every row through the model: encodes each row's source,
+    /// then at each position feeds back the token `pick` returns for the row
+    /// (given the position and the logits), and appends the row's `current`
+    /// characters to its lines.
+    fn run_line(
+        &mut self,
+        rows: &mut [Row],
+        plans: &[Plan],
+        pick: impl Fn(&Self, &mut Row, usize, &[f32]) -> u32,
+    ) -> Result<(), ModelError> {
+        let n = plans[0].form.chars_per_line();
         let sources = self.sources(rows, plans)?;
         let encoded = self.model.start(&sources)?;
-        let n = plans[0].form.chars_per_line();
         let mut last: Option<Vec<u32>> = None;
         for pos in 0..n {
             let logits = self.model.step(&encoded, last.as_deref())?;
-            let mut fed = Vec::with_capacity(rows.len());
-            for (row, logits) in rows.iter_mut().zip(logits) {
-                let id = self
-                    .model
-                    .id_of(row.current[pos])
-                    .expect("kept lines were checked against the vocabulary");
-                row.logprob += log_softmax_at(&logits, id as usize);
-                fed.push(id);
-            }
+            let fed = rows
+                .iter_mut()
+                .zip(logits)
+                .map(|(row, logits)| pick(self, row, pos, &logits))
+                .collect();
             last = Some(fed);
         }
         for row in rows.iter_mut() {
             let text: String = row.current.drain(..).collect();
             row.lines.push(text);
+            row.pending.clear();
         }
         Ok(())
     }
