@@ -120,17 +120,16 @@ impl PoetModel {
     /// different lengths are padded and the padding masked.
     pub fn start(&mut self, sources: &[Vec<u32>]) -> Result<Encoded, ModelError> {
         let mut distinct: Vec<&[u32]> = Vec::new();
-        let mut row_of: Vec<u32> = Vec::with_capacity(sources.len());
-        for source in sources {
-            let k = match distinct.iter().position(|d| *d == source.as_slice()) {
-                Some(k) => k,
-                None => {
+        let mut index_of: HashMap<&[u32], u32> = HashMap::new();
+        let row_of: Vec<u32> = sources
+            .iter()
+            .map(|source| {
+                *index_of.entry(source).or_insert_with(|| {
                     distinct.push(source);
-                    distinct.len() - 1
-                }
-            };
-            row_of.push(k as u32);
-        }
+                    distinct.len() as u32 - 1
+                })
+            })
+            .collect();
         let len = distinct.iter().map(|s| s.len()).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(distinct.len() * len);
         for s in &distinct {
