@@ -25,6 +25,17 @@ struct Seen {
     body: Value,
 }
 
+impl Seen {
+    /// The words the bot sent: a message's content, or an interaction
+    /// response's; empty when there are none.
+    fn text(&self) -> &str {
+        self.body["content"]
+            .as_str()
+            .or(self.body["data"]["content"].as_str())
+            .unwrap_or("")
+    }
+}
+
 fn user(id: &str, name: &str, bot: bool) -> Value {
     json!({"id": id, "username": name, "discriminator": "0000", "global_name": null, "avatar": null, "bot": bot})
 }
@@ -510,10 +521,7 @@ async fn photo_posts_slash_commands_and_settings() {
         );
         let seen = discord.until("POST", "/channels/200/messages").await;
         assert_eq!(cdn_requests(&seen), 0);
-        let content = seen.last().unwrap().body["content"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let content = seen.last().unwrap().text();
         assert!(content.contains(says), "{content}");
     }
 
@@ -544,10 +552,7 @@ async fn photo_posts_slash_commands_and_settings() {
     let help = discord
         .expect("POST", "/interactions/702/tok702/callback")
         .await;
-    assert!(help.body["data"]["content"]
-        .as_str()
-        .unwrap()
-        .contains("关键词"));
+    assert!(help.text().contains("关键词"));
     assert_eq!(help.body["data"]["flags"], 64);
 
     // Admin commands: refused without Manage Channels, checked values with it.
@@ -564,26 +569,17 @@ async fn photo_posts_slash_commands_and_settings() {
     let refused = discord
         .expect("POST", "/interactions/703/tok703/callback")
         .await;
-    assert!(refused.body["data"]["content"]
-        .as_str()
-        .unwrap()
-        .contains("管理频道"));
+    assert!(refused.text().contains("管理频道"));
     discord.send("INTERACTION_CREATE", set("704", "top_k", "40", "16"));
     let bad = discord
         .expect("POST", "/interactions/704/tok704/callback")
         .await;
-    assert!(bad.body["data"]["content"]
-        .as_str()
-        .unwrap()
-        .contains("1 to 16"));
+    assert!(bad.text().contains("1 to 16"));
     discord.send("INTERACTION_CREATE", set("705", "top_k", "6", "16"));
     let ok = discord
         .expect("POST", "/interactions/705/tok705/callback")
         .await;
-    assert!(ok.body["data"]["content"]
-        .as_str()
-        .unwrap()
-        .contains("top_k = 6"));
+    assert!(ok.text().contains("top_k = 6"));
     // The channel's top_k reaches its photos.
     discord.send("MESSAGE_CREATE", photo_post("503", CHANNEL, "42"));
     let seen = discord.until("POST", "/channels/200/messages").await;
@@ -632,14 +628,7 @@ async fn photo_posts_slash_commands_and_settings() {
     let wait = discord
         .expect("POST", "/interactions/709/tok709/callback")
         .await;
-    assert!(
-        wait.body["data"]["content"]
-            .as_str()
-            .unwrap()
-            .contains("try again in"),
-        "{:?}",
-        wait.body
-    );
+    assert!(wait.text().contains("try again in"), "{:?}", wait.body);
 
     // A restart: a new bot from the same snapshot, on a new connection.
     let discord = FakeDiscord::start().await;
@@ -657,7 +646,7 @@ async fn photo_posts_slash_commands_and_settings() {
     let shown = discord
         .expect("POST", "/interactions/730/tok730/callback")
         .await;
-    let shown = shown.body["data"]["content"].as_str().unwrap();
+    let shown = shown.text();
     assert!(
         shown.contains("top_k = 6") && shown.contains("user_cooldown = 60 s"),
         "{shown}"
@@ -674,10 +663,7 @@ async fn photo_posts_slash_commands_and_settings() {
     let listed = discord
         .expect("POST", "/interactions/731/tok731/callback")
         .await;
-    assert!(listed.body["data"]["content"]
-        .as_str()
-        .unwrap()
-        .contains("狸奴　渔舟"));
+    assert!(listed.text().contains("狸奴　渔舟"));
 
     // Keyword autocomplete offers the channel's list for the word being typed.
     discord.send("INTERACTION_CREATE", autocomplete("732", "春风 狸"));
@@ -786,10 +772,7 @@ async fn load_run_answers_everyone() {
             Some(c) if c.body["type"] == 4 => true,
             Some(_) => seen.iter().any(|s| {
                 s.path.contains(&format!("/webhooks/100/tok{id}"))
-                    && (s.body["embeds"][0]["title"].is_string()
-                        || s.body["content"]
-                            .as_str()
-                            .is_some_and(|t| t.contains("try again")))
+                    && (s.body["embeds"][0]["title"].is_string() || s.text().contains("try again"))
             }),
             None => false,
         }
@@ -816,28 +799,18 @@ async fn load_run_answers_everyone() {
                 .is_some_and(|t| t.starts_with("影诗"))
         })
         .count();
-    let answer_text = |s: &Seen| {
-        s.body["content"]
-            .as_str()
-            .or(s.body["data"]["content"].as_str())
-            .unwrap_or("")
-            .to_owned()
-    };
     let slowed = seen
         .iter()
-        .filter(|s| answer_text(s).contains("slow down"))
+        .filter(|s| s.text().contains("slow down"))
         .count();
     let queue_full = seen
         .iter()
-        .filter(|s| answer_text(s).contains("already waiting"))
+        .filter(|s| s.text().contains("already waiting"))
         .count();
     let limited = slowed + queue_full;
     let rss_growth_mib = rss_kib().saturating_sub(rss_before) / 1024;
     for s in &seen {
-        let text = s.body["content"]
-            .as_str()
-            .or(s.body["data"]["content"].as_str())
-            .unwrap_or("");
+        let text = s.text();
         if !text.is_empty() && !text.contains("try again") && !text.starts_with("排队中") {
             println!("other answer: {} {}: {text}", s.method, s.path);
         }
