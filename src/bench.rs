@@ -63,10 +63,8 @@ impl PoemBench<'_> {
 
     /// The same work in Python `transformers`, or why it could not run.
     pub fn run_python(&self, python: &str) -> Result<PoemTiming, String> {
-        let mut cmd = Command::new(python);
-        cmd.arg(reference_script())
-            .arg("poem")
-            .arg("--model")
+        let mut cmd = reference_command(python, "poem");
+        cmd.arg("--model")
             .arg(self.model_dir)
             .args(["--poems", &self.poems.to_string()])
             .args(["--candidates", &self.candidates.to_string()])
@@ -145,10 +143,8 @@ impl ClipBench<'_> {
     }
 
     pub fn run_python(&self, python: &str) -> Result<ClipTiming, String> {
-        let mut cmd = Command::new(python);
-        cmd.arg(reference_script())
-            .arg("clip")
-            .arg("--model")
+        let mut cmd = reference_command(python, "clip");
+        cmd.arg("--model")
             .arg(self.model_dir)
             .arg("--photos")
             .arg(self.photos_dir)
@@ -266,10 +262,8 @@ impl ServeBench<'_> {
     }
 
     pub fn run_python(&self, python: &str) -> Result<Vec<ServeTiming>, String> {
-        let mut cmd = Command::new(python);
-        cmd.arg(reference_script())
-            .arg("serve")
-            .arg("--clip-model")
+        let mut cmd = reference_command(python, "serve");
+        cmd.arg("--clip-model")
             .arg(self.clip_dir)
             .arg("--poet-model")
             .arg(self.poet_dir)
@@ -314,6 +308,15 @@ impl ServeBench<'_> {
             })
             .collect()
     }
+}
+
+/// The reference script's subcommand `what`, on as many CPU threads as ours.
+fn reference_command(python: &str, what: &str) -> Command {
+    let mut cmd = Command::new(python);
+    cmd.arg(reference_script())
+        .arg(what)
+        .args(["--threads", &crate::device::cpu_threads().to_string()]);
+    cmd
 }
 
 fn reference_script() -> std::path::PathBuf {

@@ -41,6 +41,7 @@ pub struct Models {
     pub cache_dir: String,
     pub device: String,
     pub dtype: String,
+    pub cpu_threads: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -195,6 +195,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, Error> {
     let config = Config::load(cli.config.as_deref())?;
+    yingshi::device::pin_cpu_threads(config.models.cpu_threads);
     match cli.command {
         Command::Bot(args) => bot(config, args),
         Command::Poem(args) => poem(&config, args),
@@ -361,7 +362,7 @@ fn bench(config: &Config, args: BenchArgs) -> Result<ExitCode, Error> {
         args.poems,
         args.candidates,
         args.form,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        yingshi::device::cpu_threads()
     );
     let rust = bench.run_rust(&mut poet)?;
     println!(
