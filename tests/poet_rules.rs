@@ -145,6 +145,36 @@ fn a_rewritten_line_keeps_the_poem_and_its_rules() {
 }
 
 #[test]
+fn a_first_line_ending_in_a_two_toned_character_need_not_rhyme() {
+    // 行 is level (庚, 阳) and oblique (敬): line 1 fits the template whose
+    // first line rhymes and the one whose first line does not; only the
+    // second keeps the rhyme of 流 and 楼 (尤).
+    let poem: Vec<String> = [
+        "孤舟江上海头行",
+        "无复浪题雨中流",
+        "归去白云不自难",
+        "十分明月在空楼",
+    ]
+    .map(String::from)
+    .to_vec();
+    assert!(checker::check_lines(&poem).pass);
+    for line in [1, 3] {
+        let candidates = rewrite(
+            request(Form::QiJue, &["孤舟", "明月"], None, 3),
+            &poem,
+            line,
+        )
+        .unwrap_or_else(|e| panic!("line {}: {e}", line + 1));
+        for c in &candidates {
+            for (i, (new, old)) in c.lines.iter().zip(&poem).enumerate() {
+                assert_eq!(i == line, new != old, "line {}: {new} / {old}", i + 1);
+            }
+            assert_strict_and_unrepeated(&c.lines);
+        }
+    }
+}
+
+#[test]
 fn a_poem_the_rules_cannot_work_with_is_refused_plainly() {
     let poem = write(Form::WuJue, &["梅花"], None, 2).remove(0).lines;
     let wrong = [

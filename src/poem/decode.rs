@@ -402,39 +402,43 @@ impl Decoder<'_> {
                 }
             }
         }
-        // The template the kept lines follow, the old line too where it can.
+        // The template the kept lines follow, and the rhyme groups its kept
+        // rhyming lines share (`None`: no kept line rhymes). A first line that
+        // ends in a character of both tones fits a rhyming and a non-rhyming
+        // first line alike, so the template taken is the first under which the
+        // kept rhyming lines share a group — one the old line follows too, if any.
         let follows = |t: &Template, i: usize| {
             t.line(i)
                 .iter()
                 .zip(&lines[i])
                 .all(|(&slot, ci)| fits(slot, ci))
         };
-        let kept_fit: Vec<Template> = Template::all(form)
+        let kept_rhyme = |t: &Template| {
+            let mut shared: Option<Vec<RhymeGroup>> = None;
+            for i in (0..count).filter(|&i| i != req.line && t.rhymes(i)) {
+                let groups = &lines[i][n - 1].level_groups;
+                shared = Some(match shared {
+                    None => groups.clone(),
+                    Some(shared) => shared.into_iter().filter(|g| groups.contains(g)).collect(),
+                });
+            }
+            shared
+        };
+        let (old_fits, kept_fit): (Vec<Template>, Vec<Template>) = Template::all(form)
             .into_iter()
             .filter(|t| (0..count).filter(|&i| i != req.line).all(|i| follows(t, i)))
-            .collect();
-        let template = kept_fit
-            .iter()
-            .find(|t| follows(t, req.line))
-            .or(kept_fit.first())
-            .copied()
-            .ok_or_else(|| {
-                PoemError::Lines("this poem follows none of the 格律 templates".into())
-            })?;
-        // The rhyme groups the kept rhyming lines share.
-        let mut rhyme: Option<Vec<RhymeGroup>> = None;
-        for i in (0..count).filter(|&i| i != req.line && template.rhymes(i)) {
-            let groups = &lines[i][n - 1].level_groups;
-            rhyme = Some(match rhyme {
-                None => groups.clone(),
-                Some(shared) => shared.into_iter().filter(|g| groups.contains(g)).collect(),
-            });
-        }
-        if rhyme.as_ref().is_some_and(Vec::is_empty) {
+            .partition(|t| follows(t, req.line));
+        if old_fits.is_empty() && kept_fit.is_empty() {
             return Err(PoemError::Lines(
-                "this poem does not keep to one rhyme".into(),
+                "this poem follows none of the 格律 templates".into(),
             ));
         }
+        let (template, rhyme) = old_fits
+            .into_iter()
+            .chain(kept_fit)
+            .map(|t| (t, kept_rhyme(&t)))
+            .find(|(_, rhyme)| !rhyme.as_ref().is_some_and(Vec::is_empty))
+            .ok_or_else(|| PoemError::Lines("this poem does not keep to one rhyme".into()))?;
         let mut used: HashMap<char, usize> = HashMap::new();
         for (i, line) in req.lines.iter().enumerate() {
             if i != req.line {
