@@ -14,13 +14,6 @@ impl Placement {
         let dtype = parse_dtype(dtype, &device)?;
         Ok(Self { device, dtype })
     }
-
-    pub fn cpu() -> Self {
-        Self {
-            device: Device::Cpu,
-            dtype: DType::F32,
-        }
-    }
 }
 
 /// Fixes how many threads the models use on the CPU (`models.cpu_threads`;

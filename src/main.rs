@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use yingshi::bench::{ClipBench, PoemBench, ServeBench};
 use yingshi::config::Config;
+use yingshi::device::Placement;
 use yingshi::error::Error;
 use yingshi::keywords::split_keywords;
 use yingshi::pipeline::{Matcher, Pipeline, PoemOptions, Request};
@@ -196,18 +197,20 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, Error> {
     let config = Config::load(cli.config.as_deref())?;
     yingshi::device::pin_cpu_threads(config.models.cpu_threads);
+    // One device for all the models of a run, so that a GPU's context and
+    // kernels are set up once.
+    let placement = || config.placement();
     match cli.command {
-        Command::Bot(args) => bot(config, args),
-        Command::Poem(args) => poem(&config, args),
-        Command::Keywords(args) => keywords(&config, args),
+        Command::Bot(args) => {
+            let placement = placement()?;
+            bot(config, &placement, args)
+        }
+        Command::Poem(args) => poem(&config, &placement()?, args),
+        Command::Keywords(args) => keywords(&config, &placement()?, args),
         Command::Check { poem, json } => Ok(check(&poem, json)),
-        Command::Bench(args) => bench(&config, args),
-        Command::Eval(args) => eval(&config, args),
+        Command::Bench(args) => bench(&config, &placement()?, args),
+        Command::Eval(args) => eval(&config, &placement()?, args),
     }
-}
-
-fn placement(config: &Config) -> Result<yingshi::device::Placement, Error> {
-    Ok(config.placement()?)
 }
 
 fn read_photo(path: &Path) -> Result<Vec<u8>, Error> {
@@ -215,18 +218,22 @@ fn read_photo(path: &Path) -> Result<Vec<u8>, Error> {
         .map_err(|e| Error::Input(format!("cannot read the photo {}: {e}", path.display())))
 }
 
-fn load_matcher(config: &Config, args: &MatcherArgs) -> Result<Matcher, Error> {
+fn load_matcher(
+    config: &Config,
+    placement: &Placement,
+    args: &MatcherArgs,
+) -> Result<Matcher, Error> {
     Matcher::load(
         config,
         args.clip_model.as_deref(),
         args.keywords_file.as_deref(),
-        &placement(config)?,
+        placement,
     )
 }
 
-fn bot(config: Config, args: BotArgs) -> Result<ExitCode, Error> {
-    let poet = load_poet(&config, None)?;
-    let matcher = load_matcher(&config, &args.matcher)?;
+fn bot(config: Config, placement: &Placement, args: BotArgs) -> Result<ExitCode, Error> {
+    let poet = load_poet(&config, placement, None)?;
+    let matcher = load_matcher(&config, placement, &args.matcher)?;
     let pipeline = Pipeline::new(&config, poet, Some(matcher));
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| Error::Service(format!("cannot start the runtime: {e}")))?;
@@ -234,13 +241,13 @@ fn bot(config: Config, args: BotArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn keywords(config: &Config, args: KeywordsArgs) -> Result<ExitCode, Error> {
+fn keywords(config: &Config, placement: &Placement, args: KeywordsArgs) -> Result<ExitCode, Error> {
     let top_k = args.top_k.unwrap_or(config.keywords.top_k);
     if top_k == 0 {
         return Err(Error::Input("--top-k must be at least 1".into()));
     }
     let bytes = read_photo(&args.image)?;
-    let mut matcher = load_matcher(config, &args.matcher)?;
+    let mut matcher = load_matcher(config, placement, &args.matcher)?;
     let found = matcher.match_photo(&bytes, top_k, config.keywords.diverse, None)?;
     if args.json {
         println!("{}", serde_json::json!({ "keywords": found }));
@@ -252,7 +259,7 @@ fn keywords(config: &Config, args: KeywordsArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn poem(config: &Config, args: PoemArgs) -> Result<ExitCode, Error> {
+fn poem(config: &Config, placement: &Placement, args: PoemArgs) -> Result<ExitCode, Error> {
     let candidates = args.candidates.unwrap_or(config.poem.candidates);
     if !(1..=32).contains(&candidates) {
         return Err(Error::Input(format!(
@@ -270,9 +277,9 @@ fn poem(config: &Config, args: PoemArgs) -> Result<ExitCode, Error> {
         seed: args.seed.unwrap_or_else(rand::random),
     };
     let photo = args.image.as_deref().map(read_photo).transpose()?;
-    let poet = load_poet(config, args.poet_model)?;
+    let poet = load_poet(config, placement, args.poet_model)?;
     let matcher = match photo {
-        Some(_) => Some(load_matcher(config, &args.matcher)?),
+        Some(_) => Some(load_matcher(config, placement, &args.matcher)?),
         None => None,
     };
     let mut pipeline = Pipeline::new(config, poet, matcher);
@@ -340,15 +347,15 @@ fn poem(config: &Config, args: PoemArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench(config: &Config, args: BenchArgs) -> Result<ExitCode, Error> {
+fn bench(config: &Config, placement: &Placement, args: BenchArgs) -> Result<ExitCode, Error> {
     let dir = args
         .poet_model
         .clone()
         .unwrap_or_else(|| Config::resolve(&config.models.poet_dir));
     if args.serve {
-        return bench_serve(config, &args, &dir);
+        return bench_serve(config, placement, &args, &dir);
     }
-    let mut poet = load_poet(config, Some(dir.clone()))?;
+    let mut poet = load_poet(config, placement, Some(dir.clone()))?;
     let bench = PoemBench {
         model_dir: &dir,
         form: args.form,
@@ -386,7 +393,6 @@ fn bench(config: &Config, args: BenchArgs) -> Result<ExitCode, Error> {
         println!("chinese-clip: not timed (pass --clip-model DIR)");
         return Ok(ExitCode::SUCCESS);
     };
-    let placement = placement(config)?;
     let clip = yingshi::embedding::ClipModel::load(clip_dir, &placement.device, placement.dtype)?;
     let photos = Config::resolve("tests/fixtures/photos");
     let vocabulary = Config::resolve(&config.keywords.vocabulary);
@@ -423,7 +429,12 @@ fn bench(config: &Config, args: BenchArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench_serve(config: &Config, args: &BenchArgs, poet_dir: &Path) -> Result<ExitCode, Error> {
+fn bench_serve(
+    config: &Config,
+    placement: &Placement,
+    args: &BenchArgs,
+    poet_dir: &Path,
+) -> Result<ExitCode, Error> {
     let clip_dir = args
         .clip_model
         .as_deref()
@@ -445,9 +456,8 @@ fn bench_serve(config: &Config, args: &BenchArgs, poet_dir: &Path) -> Result<Exi
         top_k: config.keywords.top_k,
         requests: args.requests,
         concurrency: args.concurrency.clone(),
-        placement: placement(config)?,
+        placement: placement.clone(),
     };
-    let placement = &serve.placement;
     println!(
         "photo → {} served: {} photo requests per level, {} candidates, batches of up to {} \
          (wait {} ms), {:?} {:?}",
@@ -459,7 +469,7 @@ fn bench_serve(config: &Config, args: &BenchArgs, poet_dir: &Path) -> Result<Exi
         placement.device,
         placement.dtype
     );
-    let poet = load_poet(config, Some(poet_dir.to_owned()))?;
+    let poet = load_poet(config, placement, Some(poet_dir.to_owned()))?;
     let matcher = Matcher::load(config, Some(clip_dir), None, placement)?;
     let batching = yingshi::worker::Batching {
         max_requests: config.batch.max_requests,
@@ -493,13 +503,12 @@ fn bench_serve(config: &Config, args: &BenchArgs, poet_dir: &Path) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn load_poet(config: &Config, dir: Option<PathBuf>) -> Result<Poet, Error> {
+fn load_poet(config: &Config, placement: &Placement, dir: Option<PathBuf>) -> Result<Poet, Error> {
     let dir = dir.unwrap_or_else(|| Config::resolve(&config.models.poet_dir));
-    let placement = placement(config)?;
     Ok(Poet::load(&dir, &placement.device, placement.dtype)?)
 }
 
-fn eval(config: &Config, args: EvalArgs) -> Result<ExitCode, Error> {
+fn eval(config: &Config, placement: &Placement, args: EvalArgs) -> Result<ExitCode, Error> {
     let read = |path: &PathBuf| {
         std::fs::read_to_string(Config::resolve(&path.to_string_lossy()))
             .map_err(|e| Error::Input(format!("cannot read {}: {e}", path.display())))
@@ -518,7 +527,7 @@ fn eval(config: &Config, args: EvalArgs) -> Result<ExitCode, Error> {
         Some(path) => Some(read(path)?.lines().map(str::to_owned).collect()),
         None => None,
     };
-    let mut poet = load_poet(config, args.poet_model)?;
+    let mut poet = load_poet(config, placement, args.poet_model)?;
     let candidates = args.candidates.unwrap_or(config.poem.candidates);
     let report = evaluate(
         &mut poet,
