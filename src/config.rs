@@ -133,6 +133,23 @@ impl Config {
         user_file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        Self::load_layers(user_file, env, &[])
+    }
+
+    /// As [`Config::load`], then `section.key=value` settings over every
+    /// other layer (a blind sheet's variants: `poem.temperature=0.3`).
+    pub fn load_with_settings(
+        user_file: Option<&Path>,
+        settings: &[String],
+    ) -> Result<Self, ConfigError> {
+        Self::load_layers(user_file, std::env::vars(), settings)
+    }
+
+    fn load_layers(
+        user_file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        settings: &[String],
+    ) -> Result<Self, ConfigError> {
         let mut merged: toml::Table = DEFAULT_TOML
             .parse()
             .expect("config/default.toml is valid TOML");
@@ -149,14 +166,19 @@ impl Config {
                     })?;
             merge(&mut merged, user);
         }
-        for (name, value) in env {
-            if let Some((section, key)) = env_key(&name) {
-                let table = merged
-                    .entry(section.clone())
-                    .or_insert_with(|| toml::Value::Table(Default::default()));
-                if let toml::Value::Table(table) = table {
-                    table.insert(key, env_value(&value));
-                }
+        let from_env = env
+            .into_iter()
+            .filter_map(|(name, value)| env_key(&name).map(|(section, key)| (section, key, value)));
+        let given = settings
+            .iter()
+            .map(|s| setting(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (section, key, value) in from_env.chain(given) {
+            let table = merged
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            if let toml::Value::Table(table) = table {
+                table.insert(key, env_value(&value));
             }
         }
         let config: Config =
@@ -211,6 +233,7 @@ impl Config {
             temperature: self.poem.temperature,
             top_p: self.poem.top_p,
             keyword_bonus: self.poem.keyword_bonus,
+            keyword_weight: self.poem.keyword_weight,
         }
     }
 
@@ -280,7 +303,21 @@ fn env_key(name: &str) -> Option<(String, String)> {
     Some((section.to_lowercase(), key.to_lowercase()))
 }
 
-/// An environment value is read as a TOML value when it is one (`8`, `true`,
+/// `poem.temperature=0.3` → (`poem`, `temperature`, `0.3`).
+fn setting(text: &str) -> Result<(String, String, String), ConfigError> {
+    let malformed = || ConfigError::Invalid {
+        key: text.to_owned(),
+        message: "expected section.key=value, e.g. poem.temperature=0.3".into(),
+    };
+    let (path, value) = text.split_once('=').ok_or_else(malformed)?;
+    let (section, key) = path.trim().split_once('.').ok_or_else(malformed)?;
+    if section.is_empty() || key.is_empty() {
+        return Err(malformed());
+    }
+    Ok((section.to_owned(), key.to_owned(), value.trim().to_owned()))
+}
+
+/// An environment value (or a setting's) is read as a TOML value when it is one (`8`, `true`,
 /// `0.5`), else as a string, so `YINGSHI_POEM__FORM=五绝` needs no quotes.
 fn env_value(raw: &str) -> toml::Value {
     format!("v = {raw}")
@@ -347,6 +384,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("poem.form") && err.contains("十绝"), "{err}");
+    }
+
+    #[test]
+    fn settings_override_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("user.toml");
+        std::fs::write(&path, "[poem]\ncandidates = 3\n").unwrap();
+        let settings = ["poem.candidates=12".to_string(), "poem.form = 五律".into()];
+        let env = [("YINGSHI_POEM__CANDIDATES".to_string(), "5".to_string())];
+        let c = Config::load_layers(Some(&path), env, &settings).unwrap();
+        assert_eq!(c.poem.candidates, 12);
+        assert_eq!(c.poem.form, Form::WuLv);
+    }
+
+    #[test]
+    fn a_malformed_or_unknown_setting_is_named() {
+        for (bad, named) in [
+            ("temperature=0.3", "temperature=0.3"),
+            ("poem.temperature", "poem.temperature"),
+            ("poem.tempo=0.3", "tempo"),
+            ("poem.temperature=-1", "poem.temperature"),
+        ] {
+            let err = Config::load_layers(None, Vec::new(), &[bad.to_string()])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(named), "{bad}: {err}");
+        }
     }
 
     #[test]
