@@ -196,9 +196,11 @@ pub fn top_k(keywords: &[Keyword], scores: &[f32], k: usize, diverse: bool) -> V
         .collect()
 }
 
-/// Keywords as people type them: separated by spaces or (Chinese) commas.
+/// Keywords as people type them: separated by any space (the ideographic
+/// space U+3000 too, which the bot's replies put between keywords) or by
+/// commas, 、 or semicolons.
 pub fn split_keywords(text: &str) -> Vec<String> {
-    text.split([' ', ',', '，', '、'])
+    text.split(|c: char| c.is_whitespace() || matches!(c, ',' | '，' | '、' | ';' | '；'))
         .filter(|w| !w.is_empty())
         .map(str::to_owned)
         .collect()
@@ -224,6 +226,17 @@ fn mean_normalized(rows: &[Vec<f32>]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keywords_split_at_every_kind_of_space_and_comma() {
+        let expected = ["孤舟", "明月", "春风", "杨柳", "江南", "细雨"];
+        assert_eq!(split_keywords("孤舟　明月 春风,杨柳，江南、细雨"), expected);
+        assert_eq!(
+            split_keywords(" 孤舟\t明月；春风;杨柳　　江南\n细雨 "),
+            expected
+        );
+        assert!(split_keywords("　 ，").is_empty());
+    }
 
     #[test]
     fn parses_the_vocabulary_format() {
