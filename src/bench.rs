@@ -49,10 +49,10 @@ impl PoemBench<'_> {
             candidates: self.candidates,
             seed,
         };
-        poet.write(&request(0), self.sampling, 0.0)?;
+        poet.write(&request(0), self.sampling)?;
         let start = Instant::now();
         for seed in 0..self.poems {
-            poet.write(&request(seed as u64 + 1), self.sampling, 0.0)?;
+            poet.write(&request(seed as u64 + 1), self.sampling)?;
         }
         let seconds = start.elapsed().as_secs_f64();
         Ok(PoemTiming {

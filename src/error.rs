@@ -87,6 +87,36 @@ pub enum PoemError {
     Model(#[from] ModelError),
 }
 
+/// A blind-reading sheet that cannot be written, or a key or score file that
+/// cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadingError {
+    #[error("{path} line {line}: {message}")]
+    Line {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{path} has no score for {count} poem(s) of the sheet: {ids}")]
+    Missing {
+        path: String,
+        count: usize,
+        ids: String,
+    },
+    #[error("{0}")]
+    Sheet(String),
+}
+
+impl ReadingError {
+    pub(crate) fn line(path: &str, line: usize, message: &str) -> Self {
+        ReadingError::Line {
+            path: path.to_owned(),
+            line,
+            message: message.to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -99,6 +129,8 @@ pub enum Error {
     Model(#[from] ModelError),
     #[error(transparent)]
     Poem(#[from] PoemError),
+    #[error(transparent)]
+    Reading(#[from] ReadingError),
     /// The user's input is wrong (bad arguments, a poem that fails the check…).
     #[error("{0}")]
     Input(String),
@@ -115,6 +147,7 @@ impl Error {
             | Error::Input(_)
             | Error::Photo(_)
             | Error::Keywords(_)
+            | Error::Reading(_)
             | Error::Poem(PoemError::Acrostic(_) | PoemError::Lines(_)) => 2,
             Error::Model(_) | Error::Poem(_) | Error::Service(_) => 1,
         }

@@ -12,7 +12,8 @@ use yingshi::device::Placement;
 use yingshi::error::Error;
 use yingshi::keywords::split_keywords;
 use yingshi::pipeline::{Matcher, Pipeline, PoemOptions, Request};
-use yingshi::poem::eval::{evaluate, EvalCase};
+use yingshi::poem::blind;
+use yingshi::poem::eval::{best_poems, evaluate, EvalCase};
 use yingshi::poem::{checker, Form, Poet};
 
 #[derive(Parser)]
@@ -49,6 +50,12 @@ enum Command {
     Bench(BenchArgs),
     /// Measure poem quality on held-out keyword sets (the README's table).
     Eval(EvalArgs),
+    /// Write a blind-reading sheet: held-out keyword sets, the corpus poem
+    /// beside ours and each variant's, shuffled under random ids, and its key.
+    Sheet(SheetArgs),
+    /// Read blind readers' score files against a sheet's key: each source's
+    /// mean per axis, per reader and over all.
+    Scores(ScoresArgs),
 }
 
 /// Where the photo matcher's model and vocabulary come from.
@@ -122,7 +129,7 @@ struct PoemArgs {
 #[derive(clap::Args)]
 struct EvalArgs {
     /// Keyword sets, one JSON object a line: {"form":"七绝","keywords":[…]}.
-    #[arg(long, default_value = "training/heldout_keywords.jsonl")]
+    #[arg(long, default_value = HELDOUT)]
     set: PathBuf,
     /// How many poems (the first N of the set).
     #[arg(long, default_value_t = 1000)]
@@ -136,6 +143,54 @@ struct EvalArgs {
     corpus_lines: Option<PathBuf>,
     #[arg(long, value_name = "DIR")]
     poet_model: Option<PathBuf>,
+}
+
+/// The held-out corpus poems: form, keyword set and lines, one JSON object a line.
+const HELDOUT: &str = "training/heldout_poems.jsonl";
+
+#[derive(clap::Args)]
+struct SheetArgs {
+    /// The folder for sheet.txt (for the readers) and key.tsv (not for them).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Overwrite the folder's sheet and key if they exist.
+    #[arg(long)]
+    force: bool,
+    /// Held-out poems with their keyword sets.
+    #[arg(long, default_value = HELDOUT)]
+    set: PathBuf,
+    /// How many keyword sets.
+    #[arg(long, default_value_t = 24)]
+    sets: usize,
+    /// Sets to pass over first (to read sets not tuned on).
+    #[arg(long, default_value_t = 0)]
+    skip: usize,
+    /// A poet to read: NAME, or NAME:section.key=value,… over the settings,
+    /// e.g. `cold:poem.temperature=0.3` or `new:models.poet_dir=models/poet-new`.
+    /// Repeat for several; default one named `ours` with the settings as they are.
+    #[arg(long, value_name = "SPEC")]
+    variant: Vec<String>,
+    /// Poems written elsewhere (another build, another tool), read as they
+    /// are: NAME=FILE, one JSON object a line with its "lines" (as `yingshi
+    /// poem --json` prints), one for each set read, in order.
+    #[arg(long, value_name = "NAME=FILE")]
+    poems: Vec<String>,
+    /// Seed of the shuffle, the ids and the poems.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(clap::Args)]
+struct ScoresArgs {
+    /// The sheet's key.tsv, or the folder holding it.
+    key: PathBuf,
+    /// One score file per reader: id, fluency, coherence, relevance, overall
+    /// (1–5), optionally H|M and a comment, tab-separated.
+    #[arg(required = true)]
+    readers: Vec<PathBuf>,
+    /// Print the means as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -210,6 +265,8 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Check { poem, json } => Ok(check(&poem, json)),
         Command::Bench(args) => bench(&config, &placement()?, args),
         Command::Eval(args) => eval(&config, &placement()?, args),
+        Command::Sheet(args) => sheet(cli.config.as_deref(), &placement()?, args),
+        Command::Scores(args) => scores(args),
     }
 }
 
@@ -508,23 +565,30 @@ fn load_poet(config: &Config, placement: &Placement, dir: Option<PathBuf>) -> Re
     Ok(Poet::load(&dir, &placement.device, placement.dtype)?)
 }
 
-fn eval(config: &Config, placement: &Placement, args: EvalArgs) -> Result<ExitCode, Error> {
-    let read = |path: &PathBuf| {
-        std::fs::read_to_string(Config::resolve(&path.to_string_lossy()))
-            .map_err(|e| Error::Input(format!("cannot read {}: {e}", path.display())))
-    };
-    let cases: Vec<EvalCase> = read(&args.set)?
+fn read_text(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(Config::resolve(&path.to_string_lossy()))
+        .map_err(|e| Error::Input(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Cases `skip..skip + limit` of a held-out set file.
+fn read_cases(path: &Path, skip: usize, limit: usize) -> Result<Vec<EvalCase>, Error> {
+    read_text(path)?
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .take(args.limit)
         .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .skip(skip)
+        .take(limit)
         .map(|(i, l)| {
             serde_json::from_str(l)
-                .map_err(|e| Error::Input(format!("{} line {}: {e}", args.set.display(), i + 1)))
+                .map_err(|e| Error::Input(format!("{} line {}: {e}", path.display(), i + 1)))
         })
-        .collect::<Result<_, _>>()?;
+        .collect()
+}
+
+fn eval(config: &Config, placement: &Placement, args: EvalArgs) -> Result<ExitCode, Error> {
+    let cases = read_cases(&args.set, 0, args.limit)?;
     let corpus: Option<std::collections::HashSet<String>> = match &args.corpus_lines {
-        Some(path) => Some(read(path)?.lines().map(str::to_owned).collect()),
+        Some(path) => Some(read_text(path)?.lines().map(str::to_owned).collect()),
         None => None,
     };
     let mut poet = load_poet(config, placement, args.poet_model)?;
@@ -533,7 +597,6 @@ fn eval(config: &Config, placement: &Placement, args: EvalArgs) -> Result<ExitCo
         &mut poet,
         &cases,
         config.sampling(),
-        config.poem.keyword_weight,
         candidates,
         corpus.as_ref(),
     )?;
@@ -541,6 +604,164 @@ fn eval(config: &Config, placement: &Placement, args: EvalArgs) -> Result<ExitCo
         "{}",
         serde_json::to_string_pretty(&report).expect("a report serialises")
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sheet(
+    user_file: Option<&Path>,
+    placement: &Placement,
+    args: SheetArgs,
+) -> Result<ExitCode, Error> {
+    let (sheet_path, key_path) = (args.out.join("sheet.txt"), args.out.join("key.tsv"));
+    if !args.force && (sheet_path.exists() || key_path.exists()) {
+        return Err(Error::Input(format!(
+            "{} already holds a sheet; pass --force to overwrite it",
+            args.out.display()
+        )));
+    }
+    let cases = read_cases(&args.set, args.skip, args.sets)?;
+    if cases.len() < args.sets {
+        return Err(Error::Input(format!(
+            "{} has {} sets after the first {}; asked for {}",
+            args.set.display(),
+            cases.len(),
+            args.skip,
+            args.sets
+        )));
+    }
+    let specs = if args.variant.is_empty() && args.poems.is_empty() {
+        vec!["ours".to_owned()]
+    } else {
+        args.variant
+    };
+    let mut variants = Vec::new();
+    let mut described = String::new();
+    for given in &args.poems {
+        let (name, path) = given
+            .split_once('=')
+            .ok_or_else(|| Error::Input(format!("--poems {given}: expected NAME=FILE")))?;
+        variants.push((name.to_owned(), read_poems(Path::new(path), &cases)?));
+        described.push_str(&format!("# variant {name}: poems from {path}\n"));
+    }
+    for spec in &specs {
+        let (name, settings) = match spec.split_once(':') {
+            Some((name, settings)) => (name, settings.split(',').map(str::to_owned).collect()),
+            None => (spec.as_str(), Vec::new()),
+        };
+        let config = Config::load_with_settings(user_file, &settings)?;
+        let mut poet = load_poet(&config, placement, None)?;
+        tracing::info!(variant = name, "writing {} poems", cases.len());
+        let best = best_poems(
+            &mut poet,
+            &cases,
+            config.sampling(),
+            config.poem.candidates,
+            args.seed,
+        )?;
+        variants.push((name.to_owned(), best.into_iter().map(|c| c.lines).collect()));
+        described.push_str(&format!("# variant {name}: {}\n", settings.join(" ")));
+    }
+    let sheet = blind::make_sheet(&cases, args.skip, &variants, args.seed)?;
+    let written = std::fs::create_dir_all(&args.out)
+        .and_then(|()| std::fs::write(&sheet_path, &sheet.text))
+        .and_then(|()| std::fs::write(&key_path, described + &sheet.key));
+    written.map_err(|e| Error::Input(format!("cannot write to {}: {e}", args.out.display())))?;
+    println!(
+        "{} (for the readers) and {} (not for them): sets {}–{} of {}",
+        sheet_path.display(),
+        key_path.display(),
+        args.skip + 1,
+        args.skip + args.sets,
+        args.set.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A file of poems for the cases, one JSON object a line with its "lines",
+/// each of the case's form.
+fn read_poems(path: &Path, cases: &[EvalCase]) -> Result<Vec<Vec<String>>, Error> {
+    #[derive(serde::Deserialize)]
+    struct Written {
+        lines: Vec<String>,
+    }
+    let text = read_text(path)?;
+    let mut poems = Vec::new();
+    for ((n, line), case) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .zip(cases)
+    {
+        let at =
+            |message: String| Error::Input(format!("{} line {}: {message}", path.display(), n + 1));
+        let written: Written = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
+        if checker::check_lines(&written.lines).form != Some(case.form) {
+            return Err(at(format!(
+                "not a {} ({})",
+                case.form,
+                written.lines.join(" ")
+            )));
+        }
+        poems.push(written.lines);
+    }
+    if poems.len() < cases.len() {
+        return Err(Error::Input(format!(
+            "{} has {} poems for {} sets",
+            path.display(),
+            poems.len(),
+            cases.len()
+        )));
+    }
+    Ok(poems)
+}
+
+fn scores(args: ScoresArgs) -> Result<ExitCode, Error> {
+    let key_path = if args.key.is_dir() {
+        args.key.join("key.tsv")
+    } else {
+        args.key
+    };
+    let key = blind::Key::parse(&key_path.display().to_string(), &read_text(&key_path)?)?;
+    let mut readers = Vec::new();
+    for path in &args.readers {
+        let name = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let scores = blind::parse_scores(&path.display().to_string(), &read_text(path)?, &key)?;
+        readers.push((name, scores));
+    }
+    let rows = blind::summarize(&key, &readers);
+    if args.json {
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let mut row = serde_json::json!({
+                    "reader": r.reader, "source": r.source, "poems": r.poems,
+                    "guessed_person": r.guessed_person,
+                });
+                for (axis, mean) in blind::AXES.iter().zip(r.means) {
+                    row[axis] = serde_json::json!((mean * 100.0).round() / 100.0);
+                }
+                row
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("reader\tsource\tpoems\tfluency\tcoherence\trelevance\toverall\tguessed-H");
+    for r in &rows {
+        let [f, c, rel, o] = r.means;
+        let guessed = r
+            .guessed_person
+            .map(|g| format!("{:.0} %", g * 100.0))
+            .unwrap_or_else(|| "–".into());
+        println!(
+            "{}\t{}\t{}\t{f:.2}\t{c:.2}\t{rel:.2}\t{o:.2}\t{guessed}",
+            r.reader, r.source, r.poems
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -189,7 +189,6 @@ pub struct Pipeline {
     pub poet: Poet,
     pub matcher: Option<Matcher>,
     sampling: Sampling,
-    keyword_weight: f64,
     clip_weight: f64,
     top_k: usize,
     diverse: bool,
@@ -214,7 +213,6 @@ impl Pipeline {
             poet,
             matcher,
             sampling: config.sampling(),
-            keyword_weight: config.poem.keyword_weight,
             clip_weight: config.poem.clip_weight,
             top_k: config.keywords.top_k,
             diverse: config.keywords.diverse,
@@ -270,7 +268,7 @@ impl Pipeline {
                     };
                     let answer = self
                         .poet
-                        .rewrite(&request, self.sampling, self.keyword_weight)
+                        .rewrite(&request, self.sampling)
                         .map(|candidates| PoemResult {
                             form: options.form,
                             keywords: keywords.clone(),
@@ -282,9 +280,7 @@ impl Pipeline {
             }
         }
 
-        let written = self
-            .poet
-            .write_batch(&to_write, self.sampling, self.keyword_weight);
+        let written = self.poet.write_batch(&to_write, self.sampling);
         // Each written poem, with its photo's feature for the rerank.
         let mut finished: Vec<(usize, PoemResult, Option<Vec<f32>>)> = Vec::new();
         for ((request, (i, photo)), candidates) in to_write.into_iter().zip(owners).zip(written) {

@@ -94,6 +94,10 @@ fn poem_json_from_keywords() {
         .all(|l| l.as_str().unwrap().chars().count() == 7));
     assert_eq!(v["alternatives"].as_array().unwrap().len(), 2);
     assert_eq!(v["keywords"], serde_json::json!(["春风", "明月"]));
+
+    // The ideographic space the bot prints between keywords splits them too.
+    let v = run_json(yingshi().args(["poem", "--keywords", "孤舟　明月", "--json"]));
+    assert_eq!(v["keywords"], serde_json::json!(["孤舟", "明月"]));
 }
 
 #[test]
@@ -253,4 +257,118 @@ fn poem_from_a_photo() {
     assert!(lines
         .iter()
         .all(|l| l.as_str().unwrap().chars().count() == 5));
+}
+
+/// Runs a command that must fail with exit status 2; returns what it said.
+fn input_error(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn a_blind_sheet_and_its_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sheet");
+    let sheet = |extra: &[&str]| {
+        let mut cmd = yingshi();
+        cmd.args([
+            "sheet",
+            "--out",
+            out.to_str().unwrap(),
+            "--sets",
+            "3",
+            "--skip",
+            "5",
+        ]);
+        cmd.args([
+            "--variant",
+            "warm",
+            "--variant",
+            "cold:poem.temperature=0.2,poem.candidates=2",
+        ]);
+        cmd.args(extra);
+        cmd
+    };
+    sheet(&[]).assert().success();
+    let text = std::fs::read_to_string(out.join("sheet.txt")).unwrap();
+    let key = std::fs::read_to_string(out.join("key.tsv")).unwrap();
+    let rows: Vec<Vec<&str>> = key
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split('\t').collect())
+        .collect();
+    let ids: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    // Each variant wrote a poem for each of the three sets (6–8); the sheet
+    // shows every id of the key and none of the sources' names.
+    for variant in ["warm", "cold"] {
+        let sets: Vec<&str> = rows
+            .iter()
+            .filter(|r| r[1] == variant)
+            .map(|r| r[2])
+            .collect();
+        assert_eq!(sets.len(), 3, "{key}");
+    }
+    assert!(
+        rows.iter().all(|r| ["6", "7", "8"].contains(&r[2])),
+        "{key}"
+    );
+    for id in &ids {
+        assert!(text.contains(&format!("#{id} ")), "#{id} missing");
+    }
+    assert!(!text.contains("warm") && !text.contains("cold") && !text.contains("corpus"));
+
+    // An existing sheet is kept unless --force.
+    let err = input_error(&mut sheet(&[]));
+    assert!(err.contains("--force"), "{err}");
+    sheet(&["--force"]).assert().success();
+    let err = input_error(&mut sheet(&["--force", "--variant", "bad:poem.tempo=1"]));
+    assert!(err.contains("tempo"), "{err}");
+
+    // Scores: the means per source; an id left out is named.
+    let key = std::fs::read_to_string(out.join("key.tsv")).unwrap();
+    let rows: Vec<Vec<&str>> = key
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split('\t').collect())
+        .collect();
+    let score_of = |source: &str| match source {
+        "corpus" => "5\t5\t4\t5\tH",
+        "warm" => "2\t1\t2\t1\tM",
+        _ => "3\t3\t3\t2\tM",
+    };
+    let scores: String = rows
+        .iter()
+        .map(|r| format!("{}\t{}\tok\n", r[0], score_of(r[1])))
+        .collect();
+    let reader = dir.path().join("reader.tsv");
+    std::fs::write(
+        &reader,
+        format!("id\tfluency\tcoherence\trelevance\toverall\tguess\tcomment\n{scores}"),
+    )
+    .unwrap();
+    let v = run_json(yingshi().args([
+        "scores",
+        out.to_str().unwrap(),
+        reader.to_str().unwrap(),
+        "--json",
+    ]));
+    let mean = |source: &str, axis: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["source"] == source)
+            .map(|r| r[axis].as_f64().unwrap())
+    };
+    assert_eq!(mean("warm", "overall"), Some(1.0));
+    assert_eq!(mean("cold", "fluency"), Some(3.0));
+    let first = scores.lines().next().unwrap().split('\t').next().unwrap();
+    let short: String = scores.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&reader, short).unwrap();
+    let err =
+        input_error(yingshi().args(["scores", out.to_str().unwrap(), reader.to_str().unwrap()]));
+    assert!(
+        err.contains(&format!("#{first}")) && err.contains("reader.tsv"),
+        "{err}"
+    );
 }

@@ -6,13 +6,14 @@
 Writes to OUT:
 - train.jsonl, valid.jsonl: one example per poem line, {"src": …, "tgt": …}, in
   the card's format `{form}|{kw1 kw2 …}|{line1}|…|` → next line;
-- valid_poems.jsonl: the held-out poems with their keyword sets (for eval);
 - tokenizer.json: one token per character, [PAD]=0 [UNK]=1 [EOS]=2 [BOS]=3 |=4
   space=5 、=6, characters from 7 on by frequency;
 - train_lines.bloom: every 5- and 7-character line of the corpus, so the
   decoder can refuse verbatim copies (format in src/poem/novelty.rs);
 - corpus_lines.txt: the same lines, exactly, for `yingshi eval --corpus-lines`;
-- heldout_keywords.jsonl: form and keywords of each held-out poem (the eval set).
+- heldout_poems.jsonl: form, keywords and lines of each held-out poem (the
+  eval set, and the corpus poems of blind-reading sheets; shipped as
+  training/heldout_poems.jsonl).
 """
 
 import argparse
@@ -187,8 +188,7 @@ def main():
     stats = collections.Counter()
     with open(out / "train.jsonl", "w", encoding="utf-8") as train, \
             open(out / "valid.jsonl", "w", encoding="utf-8") as valid, \
-            open(out / "valid_poems.jsonl", "w", encoding="utf-8") as valid_poems, \
-            open(out / "heldout_keywords.jsonl", "w", encoding="utf-8") as heldout:
+            open(out / "heldout_poems.jsonl", "w", encoding="utf-8") as heldout:
         for form, lines in kept:
             held_out = int(hashlib.md5("".join(lines).encode()).hexdigest(), 16) % 100 == 0
             keywords = pick_keywords(lines, vocab, idf, rng)
@@ -196,8 +196,7 @@ def main():
             for i, line in enumerate(lines):
                 sink.write(json.dumps({"src": source(form, keywords, lines[:i]), "tgt": line}, ensure_ascii=False) + "\n")
             if held_out:
-                valid_poems.write(json.dumps({"form": form, "keywords": keywords, "lines": lines}, ensure_ascii=False) + "\n")
-                heldout.write(json.dumps({"form": form, "keywords": keywords}, ensure_ascii=False) + "\n")
+                heldout.write(json.dumps({"form": form, "keywords": keywords, "lines": lines}, ensure_ascii=False) + "\n")
             stats[("valid" if held_out else "train", form)] += 1
     m, k = write_bloom(sorted(all_lines), out / "train_lines.bloom")
     (out / "corpus_lines.txt").write_text("\n".join(sorted(all_lines)) + "\n", encoding="utf-8")

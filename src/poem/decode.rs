@@ -6,13 +6,17 @@
 //! - its tone fits the slot of the candidate's template ([`meter`]);
 //! - it has not been used in the poem (unless the keywords repeat it);
 //! - at the end of a rhyming line, it is in the poem's level-tone rhyme group
-//!   (the first rhyme picks among groups wide enough to finish the poem);
+//!   (the first rhyme picks among groups wide enough to finish the poem); at
+//!   the end of a line that does not rhyme, it has no level reading at all;
 //! - in an acrostic, it is the given character at the head of each line;
 //! - the line it completes is not a line of the training corpus ([`novelty`]).
 //!
 //! Keywords are steered, not left to chance: the first character of an unused
 //! keyword that fits the remaining slots gets a logit bonus, and once it is
-//! drawn the rest of the keyword is written while the rules allow it.
+//! drawn the rest of the keyword is written while the rules allow it. A
+//! keyword is only opened where it stays one word of the line's rhythm
+//! ([`starts_word`]), so it is never split across two words to be placed. A
+//! keyword counts as used only inside one line.
 //!
 //! The N candidates are decoded as one batch, and so are the candidates of
 //! several requests of one form ([`Decoder::write_batch`]); each row has its
@@ -67,6 +71,8 @@ pub struct Sampling {
     pub temperature: f64,
     pub top_p: f64,
     pub keyword_bonus: f32,
+    /// The weight of the share of keywords used in a poem's score.
+    pub keyword_weight: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -220,11 +226,10 @@ impl Plan {
     }
 
     fn candidate(&self, lines: Vec<String>, logprob: f64, scored_chars: usize) -> Candidate {
-        let text: String = lines.concat();
         let used: Vec<String> = self
             .keywords
             .iter()
-            .filter(|k| text.contains(k.as_str()))
+            .filter(|k| lines.iter().any(|l| l.contains(k.as_str())))
             .cloned()
             .collect();
         let share = if self.keywords.is_empty() {
@@ -600,12 +605,17 @@ impl Decoder<'_> {
             .filter(|&id| allowed(row, id, place.pos, &[]))
             .map(|id| (id, logits[id]))
             .collect();
-        // Bonus for opening an unused keyword that fits the slots ahead.
-        let text_so_far: String =
-            row.lines.concat() + &row.current.iter().collect::<String>() + &row.rest.concat();
+        // Bonus for opening an unused keyword that fits the slots ahead as one word.
+        let current: String = row.current.iter().collect();
         let mut opens: HashMap<usize, Vec<char>> = HashMap::new();
         for (kw_text, kw) in place.plan.keywords.iter().zip(&place.plan.keyword_chars) {
-            if text_so_far.contains(kw_text.as_str()) || place.pos + kw.len() > place.n {
+            let used = row
+                .lines
+                .iter()
+                .chain(&row.rest)
+                .chain(std::iter::once(&current))
+                .any(|l| l.contains(kw_text.as_str()));
+            if used || !starts_word(place.pos, kw.len(), place.n) {
                 continue;
             }
             let Some(ids) = kw
@@ -660,6 +670,11 @@ impl Decoder<'_> {
         planned: &[char],
     ) -> bool {
         if !fits(slots[pos], ci) {
+            return false;
+        }
+        // A line that does not rhyme ends in a character that cannot be read
+        // level: one that can (深, 中, 看 …) sounds like a rhyme gone wrong.
+        if pos == place.n - 1 && !row.template.rhymes(place.line) && ci.ping {
             return false;
         }
         let acrostic = place.plan.acrostic.as_deref();
@@ -741,6 +756,22 @@ struct Place<'a> {
     reserve_heads: bool,
 }
 
+/// Whether a word of `len` characters may start at `pos` of a line of `n`
+/// without straddling the line's rhythm: 2|3 for five characters and 2|2|3
+/// for seven, the closing three read as 2+1 or 1+2. Two characters start at
+/// an even place or make the last two; three open the line or close it;
+/// longer ones fill its head or its tail.
+fn starts_word(pos: usize, len: usize, n: usize) -> bool {
+    if pos + len > n {
+        return false;
+    }
+    match len {
+        0 | 1 => true,
+        2 => pos.is_multiple_of(2) || pos + 2 == n,
+        _ => pos == 0 || pos + len == n,
+    }
+}
+
 /// Whether a character's tone fits a slot.
 fn fits(slot: Slot, ci: &CharInfo) -> bool {
     match slot {
@@ -793,4 +824,25 @@ fn sample(scores: &[(usize, f32)], sampling: Sampling, rng: &mut StdRng) -> Opti
         r -= p;
     }
     probs.last().map(|p| p.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::starts_word;
+
+    #[test]
+    fn words_start_where_the_rhythm_breaks() {
+        let starts = |len, n| {
+            (0..n)
+                .filter(|&p| starts_word(p, len, n))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(starts(2, 5), [0, 2, 3]);
+        assert_eq!(starts(2, 7), [0, 2, 4, 5]);
+        assert_eq!(starts(3, 5), [0, 2]);
+        assert_eq!(starts(3, 7), [0, 4]);
+        assert_eq!(starts(4, 7), [0, 3]);
+        assert_eq!(starts(1, 5), [0, 1, 2, 3, 4]);
+        assert_eq!(starts(6, 5), Vec::<usize>::new());
+    }
 }

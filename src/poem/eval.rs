@@ -1,18 +1,28 @@
 //! The quality table: poems written for the keyword sets of held-out corpus
 //! poems, measured for form, the strict check, keyword use, copies and variety.
+//!
+//! Form, the strict check, exact copies and repeated characters hold by
+//! construction (the decoder allows nothing else); keyword use and near
+//! copies are measured, and what the lines mean only blind readers can say
+//! ([`super::blind`]).
 
-use std::collections::HashSet;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use super::{checker, Form, PoemRequest, Poet, Sampling};
+use super::{checker, Candidate, Form, PoemRequest, Poet, Sampling};
 use crate::error::PoemError;
 
-/// One line of `training/heldout_keywords.jsonl`.
+/// One line of `training/heldout_poems.jsonl`: a held-out corpus poem's
+/// form, its keyword set and (for blind reading) its lines.
 #[derive(Debug, Clone, Deserialize)]
 pub struct EvalCase {
     pub form: Form,
     pub keywords: Vec<String>,
+    #[serde(default)]
+    pub lines: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -23,10 +33,15 @@ pub struct EvalReport {
     /// Passing the strict checker, all forms and 绝句 alone.
     pub strict_pass: f64,
     pub strict_pass_jueju: f64,
-    /// Given keywords found verbatim in the poem, over all given keywords.
+    /// Given keywords found verbatim inside one line, over all given keywords.
     pub keywords_used: f64,
+    /// Lines written.
+    pub lines: usize,
     /// Lines found in the corpus (exact list when given, else the line filter).
     pub copied_lines: usize,
+    /// Lines that nearly copy a corpus line ([`near_copies`]); measured only
+    /// with the exact list of corpus lines.
+    pub near_copied_lines: Option<usize>,
     /// Poems that use a character more often than the keywords do (or twice).
     pub repeated_char_poems: usize,
     /// Distinct characters over all poems written.
@@ -38,26 +53,17 @@ pub fn evaluate(
     poet: &mut Poet,
     cases: &[EvalCase],
     sampling: Sampling,
-    keyword_weight: f64,
     candidates: usize,
     corpus_lines: Option<&HashSet<String>>,
 ) -> Result<EvalReport, PoemError> {
+    let mut written = Vec::new();
     let start = std::time::Instant::now();
     let mut r = EvalReport::default();
     let (mut form_ok, mut pass, mut jue, mut jue_pass) = (0, 0, 0, 0);
     let (mut kw_given, mut kw_used) = (0, 0);
     let mut distinct = HashSet::new();
-    for (i, case) in cases.iter().enumerate() {
-        let request = PoemRequest {
-            form: case.form,
-            keywords: case.keywords.clone(),
-            acrostic: None,
-            candidates,
-            seed: i as u64,
-        };
-        let best = poet
-            .write(&request, sampling, keyword_weight)?
-            .swap_remove(0);
+    let poems = best_poems(poet, cases, sampling, candidates, 0)?;
+    for (i, (case, best)) in cases.iter().zip(poems).enumerate() {
         let report = checker::check_lines(&best.lines);
         form_ok += usize::from(report.form == Some(case.form));
         pass += usize::from(report.pass);
@@ -84,7 +90,11 @@ pub fn evaluate(
             })
             .count();
         tracing::debug!(poem = i, lines = ?best.lines, "written");
+        written.extend(best.lines);
     }
+    r.lines = written.len();
+    r.near_copied_lines =
+        corpus_lines.map(|set| near_copies(&written, set.iter().map(String::as_str)).len());
     let n = cases.len().max(1) as f64;
     r.poems = cases.len();
     r.form_ok = form_ok as f64 / n;
@@ -94,4 +104,146 @@ pub fn evaluate(
     r.distinct_chars = distinct.len();
     r.seconds = start.elapsed().as_secs_f64();
     Ok(r)
+}
+
+/// The best candidate for each case, as `yingshi poem` writes it for the
+/// case's form and keywords with the seed `seed + i`; the requests run a few
+/// at a time as one batch (each answer is what it would be alone).
+pub fn best_poems(
+    poet: &mut Poet,
+    cases: &[EvalCase],
+    sampling: Sampling,
+    candidates: usize,
+    seed: u64,
+) -> Result<Vec<Candidate>, PoemError> {
+    const BATCH: usize = 16;
+    let requests: Vec<PoemRequest> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, case)| PoemRequest {
+            form: case.form,
+            keywords: case.keywords.clone(),
+            acrostic: None,
+            candidates,
+            seed: seed.wrapping_add(i as u64),
+        })
+        .collect();
+    let mut best = Vec::with_capacity(cases.len());
+    for chunk in requests.chunks(BATCH) {
+        for answer in poet.write_batch(chunk, sampling) {
+            best.push(answer?.swap_remove(0));
+        }
+    }
+    Ok(best)
+}
+
+/// The lines of `ours` that nearly copy a line of `corpus`: a 7-character
+/// line that shares 5 characters in place with a corpus line, or whose first
+/// or last 5 characters are a 5-character corpus line; a 5-character line
+/// that shares 4 in place, or is the first or last 5 characters of a
+/// 7-character corpus line. (An exact copy counts too.)
+pub fn near_copies<'a>(ours: &[String], corpus: impl Iterator<Item = &'a str>) -> HashSet<String> {
+    // Our lines' patterns (kept positions and their characters, hashed), so
+    // that the corpus is read once, whatever its size.
+    let mut patterns: HashMap<u64, Vec<&str>> = HashMap::new();
+    // Five characters (a 5-character line, or the head or tail of a
+    // 7-character one) → our lines that hold them so.
+    let mut fives: HashMap<String, Vec<&str>> = HashMap::new();
+    for line in ours {
+        let chars: Vec<char> = line.chars().collect();
+        for p in kept_patterns(&chars) {
+            patterns.entry(p).or_default().push(line);
+        }
+        for five in ends_of_seven(&chars) {
+            fives.entry(five).or_default().push(line);
+        }
+    }
+    let short: HashSet<&str> = ours
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.chars().count() == 5)
+        .collect();
+    let mut found = HashSet::new();
+    for corpus_line in corpus {
+        let chars: Vec<char> = corpus_line.chars().collect();
+        for p in kept_patterns(&chars) {
+            if let Some(lines) = patterns.get(&p) {
+                found.extend(lines.iter().map(|l| l.to_string()));
+            }
+        }
+        if let Some(lines) = fives.get(corpus_line) {
+            found.extend(lines.iter().map(|l| l.to_string()));
+        }
+        for five in ends_of_seven(&chars) {
+            if short.contains(five.as_str()) {
+                found.insert(five);
+            }
+        }
+    }
+    found
+}
+
+/// A 7-character line's first and last five characters (none for other lengths).
+fn ends_of_seven(chars: &[char]) -> Vec<String> {
+    if chars.len() != 7 {
+        return Vec::new();
+    }
+    vec![chars[..5].iter().collect(), chars[2..].iter().collect()]
+}
+
+/// Every way to keep 5 of a 7-character line's characters (4 of a
+/// 5-character line's) in place, each hashed with the positions kept.
+fn kept_patterns(chars: &[char]) -> Vec<u64> {
+    let n = chars.len();
+    let keep = match n {
+        5 => 4,
+        7 => 5,
+        _ => return Vec::new(),
+    };
+    (0u32..1 << n)
+        .filter(|mask| mask.count_ones() == keep)
+        .map(|mask| {
+            let mut h = DefaultHasher::new();
+            (n, mask).hash(&mut h);
+            for (i, c) in chars.iter().enumerate() {
+                if mask & (1 << i) != 0 {
+                    c.hash(&mut h);
+                }
+            }
+            h.finish()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_copies_share_most_characters_in_place_or_a_whole_short_line() {
+        let corpus = ["白日依山尽", "春风又绿江南岸", "明月何时照我还", "江南岸"];
+        let ours: Vec<String> = [
+            "白日依山远",     // 4 of 5 in place
+            "白月依山远",     // 3 of 5
+            "秋风又绿江南水", // 5 of 7 in place
+            "秋雨又绿江北水", // 4 of 7
+            "今宵白日依山尽", // ends in a 5-character corpus line
+            "明月何时照",     // the first five of a 7-character corpus line
+            "何时照我行",     // 3 of the last five
+            "江南岸上行人",   // 6 characters: never a near copy
+        ]
+        .map(String::from)
+        .to_vec();
+        let found = near_copies(&ours, corpus.into_iter());
+        let mut found: Vec<&str> = found.iter().map(String::as_str).collect();
+        found.sort();
+        let mut expected = vec![
+            "白日依山远",
+            "秋风又绿江南水",
+            "今宵白日依山尽",
+            "明月何时照",
+        ];
+        expected.sort();
+        assert_eq!(found, expected);
+    }
 }

@@ -7,7 +7,9 @@
 //! - [`novelty`]: the training corpus's lines, so no line is copied.
 //! - [`checker`]: the strict verdict on any poem.
 //! - [`eval`]: the quality table over held-out keyword sets.
+//! - [`blind`]: sheets for blind readers and their scores read back.
 
+pub mod blind;
 pub mod checker;
 pub mod decode;
 pub mod eval;
@@ -68,15 +70,14 @@ impl Poet {
     }
 
     /// Writes the request's candidates, best first by the rerank score:
-    /// mean log-probability + `keyword_weight` × share of keywords used.
+    /// mean log-probability + `sampling.keyword_weight` × share of keywords used.
     pub fn write(
         &mut self,
         request: &PoemRequest,
         sampling: Sampling,
-        keyword_weight: f64,
     ) -> Result<Vec<Candidate>, PoemError> {
         let candidates = self.decoder(sampling).write(request)?;
-        Ok(rank(candidates, keyword_weight))
+        Ok(rank(candidates, sampling.keyword_weight))
     }
 
     /// [`Poet::write`] for several requests at once, sharing the model calls.
@@ -84,12 +85,11 @@ impl Poet {
         &mut self,
         requests: &[PoemRequest],
         sampling: Sampling,
-        keyword_weight: f64,
     ) -> Vec<Result<Vec<Candidate>, PoemError>> {
         self.decoder(sampling)
             .write_batch(requests)
             .into_iter()
-            .map(|answer| answer.map(|c| rank(c, keyword_weight)))
+            .map(|answer| answer.map(|c| rank(c, sampling.keyword_weight)))
             .collect()
     }
 
@@ -98,10 +98,9 @@ impl Poet {
         &mut self,
         request: &LineRequest,
         sampling: Sampling,
-        keyword_weight: f64,
     ) -> Result<Vec<Candidate>, PoemError> {
         let candidates = self.decoder(sampling).rewrite(request)?;
-        Ok(rank(candidates, keyword_weight))
+        Ok(rank(candidates, sampling.keyword_weight))
     }
 
     /// Whether a line is in the training corpus, by the shipped line filter.
