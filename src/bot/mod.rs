@@ -87,6 +87,13 @@ pub async fn run(config: Config, pipeline: Pipeline) -> Result<(), Error> {
                 Box::pin(events::handle(framework.serenity_context, event, framework.user_data))
             },
             on_error: |error| Box::pin(on_error(error)),
+            // The bot has slash commands only: a post that mentions it is a
+            // photo to answer, not a prefix command (poise would log a
+            // warning about an unknown command name for every one).
+            prefix_options: poise::PrefixFrameworkOptions {
+                mention_as_prefix: false,
+                ..Default::default()
+            },
             ..Default::default()
         })
         .setup(move |ctx, ready, framework| {
