@@ -266,6 +266,14 @@ fn input_error(cmd: &mut Command) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// A sheet key's rows: id, source, set, form, keywords.
+fn key_rows(key: &str) -> Vec<Vec<&str>> {
+    key.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split('\t').collect())
+        .collect()
+}
+
 #[test]
 fn a_blind_sheet_and_its_scores() {
     let dir = tempfile::tempdir().unwrap();
@@ -293,11 +301,7 @@ fn a_blind_sheet_and_its_scores() {
     sheet(&[]).assert().success();
     let text = std::fs::read_to_string(out.join("sheet.txt")).unwrap();
     let key = std::fs::read_to_string(out.join("key.tsv")).unwrap();
-    let rows: Vec<Vec<&str>> = key
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| l.split('\t').collect())
-        .collect();
+    let rows = key_rows(&key);
     let ids: Vec<&str> = rows.iter().map(|r| r[0]).collect();
     // Each variant wrote a poem for each of the three sets (6–8); the sheet
     // shows every id of the key and none of the sources' names.
@@ -327,11 +331,7 @@ fn a_blind_sheet_and_its_scores() {
 
     // Scores: the means per source; an id left out is named.
     let key = std::fs::read_to_string(out.join("key.tsv")).unwrap();
-    let rows: Vec<Vec<&str>> = key
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| l.split('\t').collect())
-        .collect();
+    let rows = key_rows(&key);
     let score_of = |source: &str| match source {
         "corpus" => "5\t5\t4\t5\tH",
         "warm" => "2\t1\t2\t1\tM",
