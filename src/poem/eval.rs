@@ -39,8 +39,8 @@ pub struct EvalReport {
     pub lines: usize,
     /// Lines found in the corpus (exact list when given, else the line filter).
     pub copied_lines: usize,
-    /// Lines that nearly copy a corpus line ([`near_copies`]); measured only
-    /// with the exact list of corpus lines.
+    /// Lines written that nearly copy a corpus line ([`near_copies`]), a
+    /// repeated line each time; measured only with the exact list of corpus lines.
     pub near_copied_lines: Option<usize>,
     /// Poems that use a character more often than the keywords do (or twice).
     pub repeated_char_poems: usize,
@@ -93,8 +93,11 @@ pub fn evaluate(
         written.extend(best.lines);
     }
     r.lines = written.len();
-    r.near_copied_lines =
-        corpus_lines.map(|set| near_copies(&written, set.iter().map(String::as_str)).len());
+    // Counted as copied_lines is: every line written, a repeated line each time.
+    r.near_copied_lines = corpus_lines.map(|set| {
+        let near = near_copies(&written, set.iter().map(String::as_str));
+        written.iter().filter(|l| near.contains(*l)).count()
+    });
     let n = cases.len().max(1) as f64;
     r.poems = cases.len();
     r.form_ok = form_ok as f64 / n;
