@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::keywords::Vocabulary;
 use crate::photo::{self, PhotoLimits};
 use crate::pipeline::{Pipeline, PoemOptions, Request};
-use crate::poem::{Form, PoemRequest, Poet, Sampling};
+use crate::poem::{Form, PoemRequest, Poet, PoetChoice, Sampling};
 use crate::worker::{Batching, Worker};
 
 #[derive(Debug, Serialize)]
@@ -200,6 +200,7 @@ impl ServeBench<'_> {
             vocabulary: None,
             top_k: Some(self.top_k),
             options: PoemOptions {
+                poet: PoetChoice::T5,
                 form: self.form,
                 acrostic: None,
                 candidates: self.candidates,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::ConfigError;
-use crate::poem::Form;
+use crate::poem::{Form, PoetChoice};
 
 /// The default settings, every key with a comment.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -38,6 +38,8 @@ pub struct Models {
     pub clip_repo: String,
     pub clip_revision: String,
     pub poet_dir: String,
+    pub llm: String,
+    pub llm_isq: String,
     pub cache_dir: String,
     pub device: String,
     pub dtype: String,
@@ -62,6 +64,7 @@ pub struct Photo {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Poem {
+    pub poet: PoetChoice,
     pub form: Form,
     pub candidates: usize,
     pub temperature: f64,

@@ -53,6 +53,9 @@ pub enum ModelError {
     Weights(PathBuf, Box<candle_core::Error>),
     #[error("the model failed while computing: {0}")]
     Compute(Box<candle_core::Error>),
+    /// One failure of a batch, the answer of every request in it.
+    #[error(transparent)]
+    Batch(std::sync::Arc<ModelError>),
 }
 
 impl From<candle_core::Error> for ModelError {
@@ -85,6 +88,28 @@ pub enum PoemError {
     NoPoem,
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+}
+
+/// The LLM poet's model cannot be had or run.
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("the LLM {model} has no {what}; a model directory needs config.json, tokenizer.json and *.safetensors weights")]
+    Missing { model: String, what: &'static str },
+    #[error("the LLM {model} could not be loaded: {source:#}")]
+    Load {
+        model: String,
+        source: anyhow::Error,
+    },
+    #[error("the LLM {model} knows only {found} Chinese characters; choose a model that writes Chinese, such as Qwen/Qwen3-1.7B")]
+    NoChinese { model: String, found: usize },
+    #[error("this yingshi was built without the LLM poet; build it with `--features llm`")]
+    NotBuilt,
+    #[error("no LLM is loaded: set models.llm, or pass --llm-model")]
+    NotLoaded,
+    #[error("the LLM failed while writing: {0:#}")]
+    Generate(anyhow::Error),
 }
 
 /// A blind-reading sheet that cannot be written, or a key or score file that
@@ -148,7 +173,17 @@ impl Error {
             | Error::Photo(_)
             | Error::Keywords(_)
             | Error::Reading(_)
-            | Error::Poem(PoemError::Acrostic(_) | PoemError::Lines(_)) => 2,
+            | Error::Poem(
+                PoemError::Acrostic(_)
+                | PoemError::Lines(_)
+                | PoemError::Llm(
+                    LlmError::Missing { .. }
+                    | LlmError::Load { .. }
+                    | LlmError::NoChinese { .. }
+                    | LlmError::NotBuilt
+                    | LlmError::NotLoaded,
+                ),
+            ) => 2,
             Error::Model(_) | Error::Poem(_) | Error::Service(_) => 1,
         }
     }

@@ -9,12 +9,14 @@ use tracing_subscriber::EnvFilter;
 use yingshi::bench::{ClipBench, PoemBench, ServeBench};
 use yingshi::config::Config;
 use yingshi::device::Placement;
-use yingshi::error::Error;
+use yingshi::error::{Error, LlmError, PoemError};
 use yingshi::keywords::split_keywords;
 use yingshi::pipeline::{Matcher, Pipeline, PoemOptions, Request};
 use yingshi::poem::blind;
 use yingshi::poem::eval::{best_poems, evaluate, EvalCase};
-use yingshi::poem::{checker, Form, Poet};
+use yingshi::poem::{checker, Form, Poet, PoetChoice};
+#[cfg(feature = "llm")]
+use yingshi::poem::{LlmPoet, LlmSpec};
 
 #[derive(Parser)]
 #[command(
@@ -119,6 +121,13 @@ struct PoemArgs {
     /// A poem model directory (default: models.poet_dir, the shipped model).
     #[arg(long, value_name = "DIR")]
     poet_model: Option<PathBuf>,
+    /// Who writes: t5 (the embedded poet) or llm (a chat LLM; default: poem.poet).
+    #[arg(long)]
+    poet: Option<PoetChoice>,
+    /// The LLM for `--poet llm`: a hub id (Qwen/Qwen3-1.7B) or a local directory
+    /// (default: models.llm).
+    #[arg(long, value_name = "ID|DIR")]
+    llm_model: Option<String>,
     #[command(flatten)]
     matcher: MatcherArgs,
     /// Print the result as JSON.
@@ -291,7 +300,12 @@ fn load_matcher(
 fn bot(config: Config, placement: &Placement, args: BotArgs) -> Result<ExitCode, Error> {
     let poet = load_poet(&config, placement, None)?;
     let matcher = load_matcher(&config, placement, &args.matcher)?;
-    let pipeline = Pipeline::new(&config, poet, Some(matcher));
+    #[cfg_attr(not(feature = "llm"), allow(unused_mut))]
+    let mut pipeline = Pipeline::new(&config, poet, Some(matcher));
+    // The LLM loads when one is named, so channels may choose it.
+    if !config.models.llm.is_empty() || config.poem.poet == PoetChoice::Llm {
+        attach_llm(&mut pipeline, &config, placement, config.models.llm.clone())?;
+    }
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| Error::Service(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(yingshi::bot::run(config, pipeline))?;
@@ -327,7 +341,9 @@ fn poem(config: &Config, placement: &Placement, args: PoemArgs) -> Result<ExitCo
     let lines = args.poem.as_deref().map(checker::split_lines);
     // A poem to rewrite tells its own form.
     let form_of_poem = lines.as_deref().and_then(|l| checker::check_lines(l).form);
+    let poet_choice = args.poet.unwrap_or(config.poem.poet);
     let options = PoemOptions {
+        poet: poet_choice,
         form: args.form.or(form_of_poem).unwrap_or(config.poem.form),
         acrostic: args.acrostic,
         candidates,
@@ -339,7 +355,12 @@ fn poem(config: &Config, placement: &Placement, args: PoemArgs) -> Result<ExitCo
         Some(_) => Some(load_matcher(config, placement, &args.matcher)?),
         None => None,
     };
+    #[cfg_attr(not(feature = "llm"), allow(unused_mut))]
     let mut pipeline = Pipeline::new(config, poet, matcher);
+    if poet_choice == PoetChoice::Llm {
+        let model = args.llm_model.unwrap_or_else(|| config.models.llm.clone());
+        attach_llm(&mut pipeline, config, placement, model)?;
+    }
     let request = match (photo, args.rewrite, lines) {
         (Some(bytes), _, _) => Request::Photo {
             bytes,
@@ -563,6 +584,36 @@ fn bench_serve(
 fn load_poet(config: &Config, placement: &Placement, dir: Option<PathBuf>) -> Result<Poet, Error> {
     let dir = dir.unwrap_or_else(|| Config::resolve(&config.models.poet_dir));
     Ok(Poet::load(&dir, &placement.device, placement.dtype)?)
+}
+
+/// Loads the chat LLM (`model`: a hub id or a directory) beside the T5.
+#[cfg(feature = "llm")]
+fn attach_llm(
+    pipeline: &mut Pipeline,
+    config: &Config,
+    placement: &Placement,
+    model: String,
+) -> Result<(), Error> {
+    if model.is_empty() {
+        return Err(PoemError::from(LlmError::NotLoaded).into());
+    }
+    let local = Config::resolve(&model);
+    let spec = LlmSpec {
+        model: if local.is_dir() {
+            local.to_string_lossy().into_owned()
+        } else {
+            model
+        },
+        isq: (!config.models.llm_isq.is_empty()).then(|| config.models.llm_isq.clone()),
+        cpu: placement.device.is_cpu(),
+    };
+    pipeline.llm = Some(LlmPoet::load(&spec).map_err(PoemError::from)?);
+    Ok(())
+}
+
+#[cfg(not(feature = "llm"))]
+fn attach_llm(_: &mut Pipeline, _: &Config, _: &Placement, _: String) -> Result<(), Error> {
+    Err(PoemError::from(LlmError::NotBuilt).into())
 }
 
 fn read_text(path: &Path) -> Result<String, Error> {

@@ -16,10 +16,14 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::device::Placement;
 use crate::embedding::{self, ClipModel, ClipSource};
-use crate::error::{Error, ModelError};
+use crate::error::{Error, LlmError, ModelError, PoemError};
 use crate::keywords::{dot, EmbeddingCache, KeywordIndex, Scored, Vocabulary};
 use crate::photo::{self, PhotoLimits};
-use crate::poem::{Candidate, Form, LineRequest, PoemRequest, Poet, Sampling};
+#[cfg(feature = "llm")]
+use crate::poem::LlmPoet;
+use crate::poem::{
+    rank, Candidate, Form, LineRequest, PoemRequest, Poet, PoetChoice, Sampling, ScoreWeights,
+};
 
 /// Custom keyword lists (channels' own) kept embedded at most.
 const CUSTOM_INDEXES: usize = 64;
@@ -142,6 +146,7 @@ impl Matcher {
 /// What a poem request asks, whatever its source.
 #[derive(Debug, Clone)]
 pub struct PoemOptions {
+    pub poet: PoetChoice,
     pub form: Form,
     pub acrostic: Option<String>,
     pub candidates: usize,
@@ -175,6 +180,16 @@ pub enum Request {
     },
 }
 
+impl Request {
+    pub fn options(&self) -> &PoemOptions {
+        match self {
+            Request::Keywords { options, .. }
+            | Request::Photo { options, .. }
+            | Request::Line { options, .. } => options,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PoemResult {
     pub form: Form,
@@ -187,6 +202,9 @@ pub struct PoemResult {
 
 pub struct Pipeline {
     pub poet: Poet,
+    /// The chat LLM, for requests that choose it.
+    #[cfg(feature = "llm")]
+    pub llm: Option<LlmPoet>,
     pub matcher: Option<Matcher>,
     sampling: Sampling,
     clip_weight: f64,
@@ -211,12 +229,22 @@ impl Pipeline {
     pub fn new(config: &Config, poet: Poet, matcher: Option<Matcher>) -> Self {
         Self {
             poet,
+            #[cfg(feature = "llm")]
+            llm: None,
             matcher,
             sampling: config.sampling(),
             clip_weight: config.poem.clip_weight,
             top_k: config.keywords.top_k,
             diverse: config.keywords.diverse,
         }
+    }
+
+    /// Whether a chat LLM is loaded for requests that choose it.
+    pub fn has_llm(&self) -> bool {
+        #[cfg(feature = "llm")]
+        return self.llm.is_some();
+        #[cfg(not(feature = "llm"))]
+        false
     }
 
     pub fn run(&mut self, request: &Request) -> Result<PoemResult, Error> {
@@ -266,21 +294,24 @@ impl Pipeline {
                         lines: lines.clone(),
                         line: *line,
                     };
-                    let answer = self
-                        .poet
-                        .rewrite(&request, self.sampling)
-                        .map(|candidates| PoemResult {
-                            form: options.form,
-                            keywords: keywords.clone(),
-                            matched: Vec::new(),
-                            candidates,
-                        });
+                    let answer =
+                        self.rewrite(&request, options.poet)
+                            .map(|candidates| PoemResult {
+                                form: options.form,
+                                keywords: keywords.clone(),
+                                matched: Vec::new(),
+                                candidates,
+                            });
                     answers[i] = Some(answer.map_err(Error::from));
                 }
             }
         }
 
-        let written = self.poet.write_batch(&to_write, self.sampling);
+        let poets: Vec<PoetChoice> = owners
+            .iter()
+            .map(|(i, _)| requests[*i].options().poet)
+            .collect();
+        let written = self.write(&to_write, &poets);
         // Each written poem, with its photo's feature for the rerank.
         let mut finished: Vec<(usize, PoemResult, Option<Vec<f32>>)> = Vec::new();
         for ((request, (i, photo)), candidates) in to_write.into_iter().zip(owners).zip(written) {
@@ -309,6 +340,75 @@ impl Pipeline {
             .into_iter()
             .map(|a| a.expect("every request is answered"))
             .collect()
+    }
+
+    /// Each poem by the poet its request chose: the T5's as one batch, the LLM's as another.
+    fn write(
+        &mut self,
+        poems: &[PoemRequest],
+        poets: &[PoetChoice],
+    ) -> Vec<Result<Vec<Candidate>, PoemError>> {
+        let mut answers: Vec<Option<Result<Vec<Candidate>, PoemError>>> =
+            poems.iter().map(|_| None).collect();
+        for choice in [PoetChoice::T5, PoetChoice::Llm] {
+            let (at, group): (Vec<usize>, Vec<PoemRequest>) = poems
+                .iter()
+                .zip(poets)
+                .enumerate()
+                .filter(|(_, (_, &p))| p == choice)
+                .map(|(i, (poem, _))| (i, poem.clone()))
+                .unzip();
+            if group.is_empty() {
+                continue;
+            }
+            let written = match choice {
+                PoetChoice::T5 => self.poet.write_batch(&group, self.sampling),
+                PoetChoice::Llm => self.write_llm(&group),
+            };
+            for (i, answer) in at.into_iter().zip(written) {
+                answers[i] = Some(answer);
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| a.expect("every poem has a poet"))
+            .collect()
+    }
+
+    #[cfg(feature = "llm")]
+    fn write_llm(&mut self, poems: &[PoemRequest]) -> Vec<Result<Vec<Candidate>, PoemError>> {
+        match self.llm.as_mut() {
+            Some(llm) => llm.write_batch(poems, self.sampling),
+            None => poems
+                .iter()
+                .map(|_| Err(LlmError::NotLoaded.into()))
+                .collect(),
+        }
+    }
+
+    #[cfg(not(feature = "llm"))]
+    fn write_llm(&mut self, poems: &[PoemRequest]) -> Vec<Result<Vec<Candidate>, PoemError>> {
+        poems
+            .iter()
+            .map(|_| Err(LlmError::NotBuilt.into()))
+            .collect()
+    }
+
+    fn rewrite(
+        &mut self,
+        request: &LineRequest,
+        poet: PoetChoice,
+    ) -> Result<Vec<Candidate>, PoemError> {
+        match poet {
+            PoetChoice::T5 => self.poet.rewrite(request, self.sampling),
+            #[cfg(feature = "llm")]
+            PoetChoice::Llm => match self.llm.as_mut() {
+                Some(llm) => llm.rewrite(request, self.sampling),
+                None => Err(LlmError::NotLoaded.into()),
+            },
+            #[cfg(not(feature = "llm"))]
+            PoetChoice::Llm => Err(LlmError::NotBuilt.into()),
+        }
     }
 
     /// The photos of a batch, embedded together, and their keywords; `None`
@@ -364,8 +464,8 @@ impl Pipeline {
             .collect()
     }
 
-    /// Adds `clip_weight` × poem–photo similarity to photo poems' candidates,
-    /// all poems' texts embedded together, and sorts them again.
+    /// Gives photo poems' candidates their poem–photo similarity (all poems'
+    /// texts embedded together) and ranks them again with it.
     fn rerank_by_photo(&self, finished: &mut [(usize, PoemResult, Option<Vec<f32>>)]) {
         let Some(matcher) = &self.matcher else {
             return;
@@ -391,11 +491,13 @@ impl Pipeline {
             let Some(photo) = photo else { continue };
             for c in &mut result.candidates {
                 let text = features.next().expect("one feature per poem");
-                c.score += self.clip_weight * dot(text, photo) as f64;
+                c.photo_similarity = Some(dot(text, photo) as f64);
             }
-            result
-                .candidates
-                .sort_by(|a, b| b.score.total_cmp(&a.score));
+            let weights = ScoreWeights {
+                keyword_share: self.sampling.keyword_weight,
+                photo_similarity: self.clip_weight,
+            };
+            rank(&mut result.candidates, weights);
         }
     }
 }

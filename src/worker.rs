@@ -186,7 +186,7 @@ mod tests {
 
     use super::*;
     use crate::pipeline::PoemOptions;
-    use crate::poem::Form;
+    use crate::poem::{Form, PoetChoice};
 
     /// Says when a batch starts (with its keywords), then waits until the test
     /// lets it finish; panics on the keyword "panic".
@@ -227,6 +227,7 @@ mod tests {
         Request::Keywords {
             keywords: vec![word.into()],
             options: PoemOptions {
+                poet: PoetChoice::T5,
                 form: Form::WuJue,
                 acrostic: None,
                 candidates: 1,

@@ -372,3 +372,34 @@ fn a_blind_sheet_and_its_scores() {
         "{err}"
     );
 }
+
+#[cfg(not(feature = "llm"))]
+#[test]
+fn the_llm_poet_needs_its_feature() {
+    let out = yingshi()
+        .args([
+            "poem",
+            "--poet",
+            "llm",
+            "--llm-model",
+            "Qwen/Qwen3-1.7B",
+            "--keywords",
+            "明月",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--features llm"), "{err}");
+}
+
+#[test]
+fn an_unknown_poet_is_refused() {
+    let out = yingshi()
+        .args(["poem", "--poet", "gpt", "--keywords", "明月"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("t5 or llm"), "{err}");
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use yingshi::config::Config;
 use yingshi::pipeline::{Pipeline, PoemOptions, PoemResult, Request};
-use yingshi::poem::{Form, Poet};
+use yingshi::poem::{Form, Poet, PoetChoice};
 
 fn pipeline(cache: &Path) -> Pipeline {
     let env = [
@@ -41,6 +41,7 @@ fn photo(name: &str) -> Vec<u8> {
 
 fn options(form: Form, seed: u64) -> PoemOptions {
     PoemOptions {
+        poet: PoetChoice::T5,
         form,
         acrostic: None,
         candidates: 3,

@@ -50,7 +50,9 @@ pub async fn run(config: Config, pipeline: Pipeline) -> Result<(), Error> {
         proxy.clone(),
     )
     .map_err(|e| Error::Input(e.to_string()))?;
+    let llm_loaded = pipeline.has_llm();
     let data = Arc::new(Data {
+        llm_loaded,
         worker: Worker::spawn(
             pipeline,
             config.limits.queue_size,

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::poem::Form;
+use crate::poem::{Form, PoetChoice};
 
 /// A channel's settings; `None` means the bot's default from the config.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -19,6 +19,9 @@ pub struct ChannelSettings {
     pub keywords: Option<Vec<String>>,
     pub top_k: Option<usize>,
     pub form: Option<Form>,
+    /// Who writes this channel's poems; `None`: poem.poet.
+    #[serde(default)]
+    pub poet: Option<PoetChoice>,
     pub candidates: Option<usize>,
     /// Whether photo posts get a poem without a mention.
     pub auto_reply: bool,
@@ -28,7 +31,7 @@ pub struct ChannelSettings {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SettingError {
-    #[error("unknown setting `{0}`; the settings are top_k, form, candidates, auto_reply, user_cooldown")]
+    #[error("unknown setting `{0}`; the settings are top_k, form, poet, candidates, auto_reply, user_cooldown")]
     UnknownKey(String),
     #[error("`{key}` must be {expected}; `{value}` is not")]
     BadValue {
@@ -71,6 +74,7 @@ impl ChannelSettings {
                         .map_err(|_| bad("form", "one of 五绝, 七绝, 五律, 七律"))?,
                 )
             }
+            "poet" => self.poet = Some(value.trim().parse().map_err(|_| bad("poet", "t5 or llm"))?),
             "auto_reply" => {
                 self.auto_reply = match value.trim() {
                     "on" | "true" | "yes" | "开" => true,

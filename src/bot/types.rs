@@ -21,6 +21,8 @@ pub struct Data {
     /// When each (channel, user) last asked, for channels with a user cooldown.
     pub last_request: DashMap<(u64, u64), Instant>,
     pub downloader: Downloader,
+    /// Whether the pipeline has a chat LLM, so channels may choose `poet = llm`.
+    pub llm_loaded: bool,
 }
 
 pub type Context<'a> = poise::Context<'a, Arc<Data>, BotError>;
@@ -60,6 +62,7 @@ impl Data {
         acrostic: Option<String>,
     ) -> PoemOptions {
         PoemOptions {
+            poet: settings.poet.unwrap_or(self.config.poem.poet),
             form: form.or(settings.form).unwrap_or(self.config.poem.form),
             acrostic,
             candidates: candidates

@@ -1,7 +1,10 @@
 //! Keywords → poem: the T5 poet, decoding under the 格律 rules, and the checker.
 //!
 //! - [`model`]: the character-level T5 on candle (`t5`: the network itself).
-//! - [`decode`]: line-by-line constrained sampling of N candidates, reranked.
+//! - [`request`]: what a poet is asked and answers, and the one ranking of candidates.
+//! - [`rules`]: the rule engine every poet writes under: which character may come next.
+//! - [`decode`]: the T5's line-by-line constrained sampling of N candidates ([`sample`]).
+//! - `llm` (feature `llm`): a chat LLM on mistral.rs, under the same rules.
 //! - [`rhyme`]: the 平水韵 table (tones and rhyme groups).
 //! - [`meter`]: the tone templates of the four forms.
 //! - [`novelty`]: the training corpus's lines, so no line is copied.
@@ -11,23 +14,31 @@
 
 pub mod blind;
 pub mod checker;
-pub mod decode;
+mod decode;
 pub mod eval;
 mod form;
+#[cfg(feature = "llm")]
+mod llm;
 pub mod meter;
 pub mod model;
 pub mod novelty;
+mod request;
 pub mod rhyme;
+mod rules;
+mod sample;
 mod t5;
 
 use std::path::Path;
 
 use candle_core::{DType, Device};
 
-pub use decode::{Candidate, LineRequest, PoemRequest, Sampling};
 pub use form::Form;
+#[cfg(feature = "llm")]
+pub use llm::{LlmPoet, LlmSpec};
+pub use request::{rank, Candidate, LineRequest, PoemRequest, PoetChoice, Sampling, ScoreWeights};
 
 use crate::error::{ModelError, PoemError};
+use rules::{CharTones, Rules};
 
 /// File of the training corpus's lines, beside the model's weights.
 pub const LINE_FILTER_FILE: &str = "train_lines.bloom";
@@ -35,14 +46,15 @@ pub const LINE_FILTER_FILE: &str = "train_lines.bloom";
 /// The poem model with its rule tables, ready to write.
 pub struct Poet {
     model: model::PoetModel,
-    rules: decode::Rules,
-    novelty: Option<novelty::LineFilter>,
+    /// The tones of each vocabulary entry.
+    tones: Vec<Option<CharTones>>,
+    rules: Rules,
 }
 
 impl Poet {
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self, ModelError> {
         let model = model::PoetModel::load(dir, device, dtype)?;
-        let rules = decode::Rules::new(&model);
+        let tones = decode::vocab_tones(&model);
         let filter_path = dir.join(LINE_FILTER_FILE);
         let novelty = if filter_path.exists() {
             Some(novelty::LineFilter::load(&filter_path)?)
@@ -53,31 +65,33 @@ impl Poet {
             );
             None
         };
+        let rules = Rules::new(tones.iter().flatten(), novelty);
         Ok(Self {
             model,
+            tones,
             rules,
-            novelty,
         })
     }
 
     fn decoder(&mut self, sampling: Sampling) -> decode::Decoder<'_> {
         decode::Decoder {
             model: &mut self.model,
+            tones: &self.tones,
             rules: &self.rules,
-            novelty: self.novelty.as_ref(),
             sampling,
         }
     }
 
-    /// Writes the request's candidates, best first by the rerank score:
-    /// mean log-probability + `sampling.keyword_weight` × share of keywords used.
+    /// Writes the request's candidates, best first by [`rank`] with
+    /// `sampling.keyword_weight`.
     pub fn write(
         &mut self,
         request: &PoemRequest,
         sampling: Sampling,
     ) -> Result<Vec<Candidate>, PoemError> {
-        let candidates = self.decoder(sampling).write(request)?;
-        Ok(rank(candidates, sampling.keyword_weight))
+        let mut candidates = self.decoder(sampling).write(request)?;
+        rank(&mut candidates, ScoreWeights::of_poet(sampling));
+        Ok(candidates)
     }
 
     /// [`Poet::write`] for several requests at once, sharing the model calls.
@@ -86,11 +100,11 @@ impl Poet {
         requests: &[PoemRequest],
         sampling: Sampling,
     ) -> Vec<Result<Vec<Candidate>, PoemError>> {
-        self.decoder(sampling)
-            .write_batch(requests)
-            .into_iter()
-            .map(|answer| answer.map(|c| rank(c, sampling.keyword_weight)))
-            .collect()
+        let mut answers = self.decoder(sampling).write_batch(requests);
+        for candidates in answers.iter_mut().flatten() {
+            rank(candidates, ScoreWeights::of_poet(sampling));
+        }
+        answers
     }
 
     /// 换一句: the poem with one line written anew, best first, as [`Poet::write`] ranks.
@@ -99,20 +113,13 @@ impl Poet {
         request: &LineRequest,
         sampling: Sampling,
     ) -> Result<Vec<Candidate>, PoemError> {
-        let candidates = self.decoder(sampling).rewrite(request)?;
-        Ok(rank(candidates, sampling.keyword_weight))
+        let mut candidates = self.decoder(sampling).rewrite(request)?;
+        rank(&mut candidates, ScoreWeights::of_poet(sampling));
+        Ok(candidates)
     }
 
     /// Whether a line is in the training corpus, by the shipped line filter.
     pub fn copies_corpus(&self, line: &str) -> bool {
-        self.novelty.as_ref().is_some_and(|f| f.contains(line))
+        self.rules.copies_corpus(line)
     }
-}
-
-fn rank(mut candidates: Vec<Candidate>, keyword_weight: f64) -> Vec<Candidate> {
-    for c in &mut candidates {
-        c.score = c.mean_logprob + keyword_weight * c.keyword_share;
-    }
-    candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
-    candidates
 }

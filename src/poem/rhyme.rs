@@ -128,6 +128,11 @@ impl RhymeTable {
             .filter(|&g| self.tone_of_group(g) == Tone::Ping)
     }
 
+    /// Every character of the table.
+    pub fn characters(&self) -> impl Iterator<Item = char> + '_ {
+        self.groups_of.keys().copied()
+    }
+
     pub fn rhymes_with(&self, c: char, group: RhymeGroup) -> bool {
         self.groups(c).contains(&group)
     }

@@ -46,9 +46,10 @@ pub async fn show(ctx: Context<'_>) -> Result<(), BotError> {
     let data = ctx.data();
     let s = data.state.get(ctx.channel_id().get());
     let text = format!(
-        "top_k = {}\nform = {}\ncandidates = {}\nauto_reply = {}\nuser_cooldown = {} s",
+        "top_k = {}\nform = {}\npoet = {}\ncandidates = {}\nauto_reply = {}\nuser_cooldown = {} s",
         s.top_k.unwrap_or(data.config.keywords.top_k),
         s.form.unwrap_or(data.config.poem.form),
+        s.poet.unwrap_or(data.config.poem.poet),
         s.candidates.unwrap_or(data.config.poem.candidates),
         if s.auto_reply { "on" } else { "off" },
         s.user_cooldown_secs.unwrap_or(0),
@@ -62,14 +63,19 @@ pub async fn show(ctx: Context<'_>) -> Result<(), BotError> {
     Ok(())
 }
 
-/// 修改设置：top_k（1–16）、form、candidates（1–16）、auto_reply（on/off）、user_cooldown（秒）
+/// 修改设置：top_k（1–16）、form、poet（t5/llm）、candidates（1–16）、auto_reply（on/off）、user_cooldown（秒）
 #[poise::command(slash_command)]
 pub async fn set(
     ctx: Context<'_>,
-    #[description = "top_k, form, candidates, auto_reply, user_cooldown"] key: String,
+    #[description = "top_k, form, poet, candidates, auto_reply, user_cooldown"] key: String,
     #[description = "新的值"] value: String,
 ) -> Result<(), BotError> {
     require_manage_channels(ctx).await?;
+    if key == "poet" && value.trim() == "llm" && !ctx.data().llm_loaded {
+        return Err(BotError::Input(
+            "这个机器人没有加载大模型（models.llm），只能用 t5".into(),
+        ));
+    }
     let (changed, _) = ctx
         .data()
         .state
