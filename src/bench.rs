@@ -14,7 +14,7 @@ use candle_core::DType;
 use crate::device::Placement;
 use crate::embedding::ClipModel;
 use crate::error::Error;
-use crate::keywords::Vocabulary;
+use crate::keywords::{KeywordList, Vocabulary};
 use crate::photo::{self, PhotoLimits};
 use crate::pipeline::{Pipeline, PoemOptions, Request};
 use crate::poem::{Form, PoemRequest, Poet, PoetChoice, Sampling};
@@ -62,8 +62,8 @@ impl PoemBench<'_> {
     }
 
     /// The same work in Python `transformers`, or why it could not run.
-    pub fn run_python(&self, python: &str) -> Result<PoemTiming, String> {
-        let mut cmd = reference_command(python, "poem");
+    pub fn run_python(&self, reference: &Reference) -> Result<PoemTiming, String> {
+        let mut cmd = reference.command("poem");
         cmd.arg("--model")
             .arg(self.model_dir)
             .args(["--poems", &self.poems.to_string()])
@@ -92,6 +92,8 @@ pub struct ClipBench<'a> {
     pub photos_dir: &'a Path,
     pub vocabulary: &'a Path,
     pub images: usize,
+    /// The photo limits as configured.
+    pub limits: PhotoLimits,
 }
 
 /// The photos of a directory, in name order.
@@ -110,14 +112,10 @@ fn read_photos(dir: &Path) -> Result<Vec<Vec<u8>>, Error> {
 impl ClipBench<'_> {
     pub fn run_rust(&self, clip: &ClipModel) -> Result<ClipTiming, Error> {
         let photos = read_photos(self.photos_dir)?;
-        let limits = PhotoLimits {
-            max_bytes: 25 << 20,
-            max_megapixels: 40.0,
-        };
+        let limits = self.limits;
         let embed = |bytes: &[u8]| -> Result<(), Error> {
             let img = photo::decode(bytes, limits)?;
-            clip.embed_image(&img)
-                .map_err(|e| Error::Input(e.to_string()))?;
+            clip.embed_image(&img)?;
             Ok(())
         };
         embed(&photos[0])?;
@@ -142,8 +140,8 @@ impl ClipBench<'_> {
         })
     }
 
-    pub fn run_python(&self, python: &str) -> Result<ClipTiming, String> {
-        let mut cmd = reference_command(python, "clip");
+    pub fn run_python(&self, reference: &Reference) -> Result<ClipTiming, String> {
+        let mut cmd = reference.command("clip");
         cmd.arg("--model")
             .arg(self.model_dir)
             .arg("--photos")
@@ -197,7 +195,7 @@ impl ServeBench<'_> {
         let request = |i: usize| Request::Photo {
             bytes: photos[i % photos.len()].clone(),
             keywords: Vec::new(),
-            vocabulary: None,
+            vocabulary: KeywordList::BuiltIn,
             top_k: Some(self.top_k),
             options: PoemOptions {
                 poet: PoetChoice::T5,
@@ -262,8 +260,8 @@ impl ServeBench<'_> {
         })
     }
 
-    pub fn run_python(&self, python: &str) -> Result<Vec<ServeTiming>, String> {
-        let mut cmd = reference_command(python, "serve");
+    pub fn run_python(&self, reference: &Reference) -> Result<Vec<ServeTiming>, String> {
+        let mut cmd = reference.command("serve");
         cmd.arg("--clip-model")
             .arg(self.clip_dir)
             .arg("--poet-model")
@@ -311,17 +309,22 @@ impl ServeBench<'_> {
     }
 }
 
-/// The reference script's subcommand `what`, on as many CPU threads as ours.
-fn reference_command(python: &str, what: &str) -> Command {
-    let mut cmd = Command::new(python);
-    cmd.arg(reference_script())
-        .arg(what)
-        .args(["--threads", &crate::device::cpu_threads().to_string()]);
-    cmd
+/// The Python reference: an interpreter with torch and transformers, and the
+/// script (`tools/reference.py`).
+pub struct Reference<'a> {
+    pub python: &'a str,
+    pub script: &'a Path,
 }
 
-fn reference_script() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/reference.py")
+impl Reference<'_> {
+    /// The script's subcommand `what`, on as many CPU threads as ours.
+    fn command(&self, what: &str) -> Command {
+        let mut cmd = Command::new(self.python);
+        cmd.arg(self.script)
+            .arg(what)
+            .args(["--threads", &crate::device::cpu_threads().to_string()]);
+        cmd
+    }
 }
 
 fn field(v: &serde_json::Value, key: &str) -> Result<f64, String> {
@@ -343,4 +346,83 @@ fn run_reference(mut cmd: Command) -> Result<serde_json::Value, String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(line).map_err(|e| format!("unreadable reference output ({e}): {line}"))
+}
+
+impl PoemTiming {
+    /// Ours beside the reference's (or why it did not run), as `bench` prints it.
+    pub fn report(rust: &PoemTiming, python: &Result<PoemTiming, String>) -> String {
+        let mut out = format!(
+            "  rust (constrained)     {:>9.1} ms/poem {:>9.0} tokens/s\n",
+            rust.ms_per_poem, rust.tokens_per_s
+        );
+        match python {
+            Ok(py) => {
+                out += &format!(
+                    "  python transformers    {:>9.1} ms/poem {:>9.0} tokens/s\n",
+                    py.ms_per_poem, py.tokens_per_s
+                );
+                out += &format!(
+                    "  time ratio rust/python {:>9.2}×\n",
+                    rust.ms_per_poem / py.ms_per_poem
+                );
+            }
+            Err(why) => out += &format!("  python transformers    not run: {why}\n"),
+        }
+        out
+    }
+}
+
+impl ClipTiming {
+    /// Ours beside the reference's (or why it did not run), as `bench` prints it.
+    pub fn report(rust: &ClipTiming, python: &Result<ClipTiming, String>) -> String {
+        let mut out = format!(
+            "  rust                   {:>9.1} ms/photo {:>8.2} s vocabulary\n",
+            rust.image_ms, rust.vocabulary_s
+        );
+        match python {
+            Ok(py) => {
+                out += &format!(
+                    "  python transformers    {:>9.1} ms/photo {:>8.2} s vocabulary\n",
+                    py.image_ms, py.vocabulary_s
+                );
+                out += &format!(
+                    "  time ratio rust/python {:>9.2}× photo {:>8.2}× vocabulary\n",
+                    rust.image_ms / py.image_ms,
+                    rust.vocabulary_s / py.vocabulary_s
+                );
+            }
+            Err(why) => out += &format!("  python transformers    not run: {why}\n"),
+        }
+        out
+    }
+}
+
+impl ServeTiming {
+    /// A row per concurrency level, ours beside the reference's, as `bench --serve` prints it.
+    pub fn report(rust: &[ServeTiming], python: &Result<Vec<ServeTiming>, String>) -> String {
+        let mut out = String::from(
+            "  concurrency  rust p50/p95 ms   photos/s | python p50/p95 ms   photos/s | time ratio\n",
+        );
+        for (i, r) in rust.iter().enumerate() {
+            let py = python.as_ref().ok().and_then(|p| p.get(i));
+            let (py_text, ratio) = match py {
+                Some(p) => (
+                    format!(
+                        "{:>8.0}/{:<8.0} {:>8.2}",
+                        p.p50_ms, p.p95_ms, p.photos_per_s
+                    ),
+                    format!("{:.2}×", p.photos_per_s / r.photos_per_s),
+                ),
+                None => ("not run".to_owned(), "-".to_owned()),
+            };
+            out += &format!(
+                "  {:>11}  {:>8.0}/{:<8.0} {:>8.2} | {py_text} | {ratio}\n",
+                r.concurrency, r.p50_ms, r.p95_ms, r.photos_per_s
+            );
+        }
+        if let Err(why) = python {
+            out += &format!("  python transformers not run: {why}\n");
+        }
+        out
+    }
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::device::DeviceSetting;
 use crate::error::ConfigError;
 use crate::poem::{Form, PoetChoice};
 
@@ -93,6 +94,7 @@ pub struct Limits {
 #[serde(deny_unknown_fields)]
 pub struct Batch {
     pub max_requests: usize,
+    pub max_rows: usize,
     pub wait_ms: u64,
 }
 
@@ -197,8 +199,17 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let p = &self.poem;
-        check_range("keywords.top_k", self.keywords.top_k as f64, 1.0, 16.0)?;
-        check_range("poem.candidates", p.candidates as f64, 1.0, 32.0)?;
+        for (key, range, value) in [
+            ("keywords.top_k", bounds::TOP_K, self.keywords.top_k),
+            ("poem.candidates", bounds::CANDIDATES, p.candidates),
+        ] {
+            if let Some(message) = out_of(&range, value) {
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    message,
+                });
+            }
+        }
         check_range("poem.top_p", p.top_p, f64::MIN_POSITIVE, 1.0)?;
         check_range("poem.temperature", p.temperature, f64::MIN_POSITIVE, 10.0)?;
         check_range(
@@ -219,13 +230,14 @@ impl Config {
             1.0,
             100_000.0,
         )?;
-        self.placement()?;
+        self.check_placement()?;
         check_range(
             "batch.max_requests",
             self.batch.max_requests as f64,
             1.0,
             256.0,
         )?;
+        check_range("batch.max_rows", self.batch.max_rows as f64, 1.0, 8192.0)?;
         check_range("batch.wait_ms", self.batch.wait_ms as f64, 0.0, 1000.0)?;
         Ok(())
     }
@@ -238,6 +250,26 @@ impl Config {
             keyword_bonus: self.poem.keyword_bonus,
             keyword_weight: self.poem.keyword_weight,
         }
+    }
+
+    /// `models.device` and `models.dtype` as written, without setting up a
+    /// device: [`Config::placement`] does that once, after the CPU threads are pinned.
+    fn check_placement(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str| {
+            let key = key.to_owned();
+            move |message| ConfigError::Invalid { key, message }
+        };
+        let device = DeviceSetting::parse(&self.models.device).map_err(invalid("models.device"))?;
+        let dtype = &self.models.dtype;
+        if device == DeviceSetting::Cpu {
+            crate::device::parse_dtype(dtype, &candle_core::Device::Cpu)
+                .map_err(invalid("models.dtype"))?;
+        } else if !["auto", "f32", "bf16"].contains(&dtype.as_str()) {
+            return Err(invalid("models.dtype")(format!(
+                "'{dtype}': expected auto, f32 or bf16"
+            )));
+        }
+        Ok(())
     }
 
     /// The device and dtype the models run on, from `models.device` and `models.dtype`.
@@ -272,6 +304,32 @@ impl Config {
             given
         }
     }
+}
+
+/// The one table of bounds: the settings, the CLI and the bot's commands all
+/// check what they are given against these.
+pub mod bounds {
+    use std::ops::RangeInclusive;
+
+    /// Candidates written per poem.
+    pub const CANDIDATES: RangeInclusive<usize> = 1..=32;
+    /// Keywords a photo gives.
+    pub const TOP_K: RangeInclusive<usize> = 1..=16;
+    /// Seconds a user waits between requests in a channel.
+    pub const USER_COOLDOWN_SECS: RangeInclusive<usize> = 0..=3600;
+    /// Characters in one keyword.
+    pub const KEYWORD_CHARS: usize = 8;
+}
+
+/// Checks a count against one of [`bounds`]: `None` when it is inside.
+pub fn out_of(range: &std::ops::RangeInclusive<usize>, value: usize) -> Option<String> {
+    (!range.contains(&value)).then(|| {
+        format!(
+            "{value} is out of range: expected {} to {}",
+            range.start(),
+            range.end()
+        )
+    })
 }
 
 fn check_range(key: &str, value: f64, min: f64, max: f64) -> Result<(), ConfigError> {
@@ -364,6 +422,27 @@ mod tests {
         assert_eq!(c.poem.candidates, 5);
         assert_eq!(c.poem.form, Form::WuLv);
         assert!(!c.keywords.diverse);
+    }
+
+    #[test]
+    fn validating_sets_up_no_device() {
+        // A GPU named in the settings is set up by placement(), once, not by loading.
+        let c = load(None, &[("YINGSHI_MODELS__DEVICE", "cuda:0")]).unwrap();
+        if !cfg!(feature = "cuda") {
+            let err = c.placement().unwrap_err().to_string();
+            assert!(
+                err.contains("models.device") && err.contains("cuda"),
+                "{err}"
+            );
+        }
+        for (key, value, says) in [
+            ("YINGSHI_MODELS__DEVICE", "cuda:x", "cuda:N"),
+            ("YINGSHI_MODELS__DTYPE", "bf16", "GPU"),
+            ("YINGSHI_MODELS__DTYPE", "f8", "bf16"),
+        ] {
+            let err = load(None, &[(key, value)]).unwrap_err().to_string();
+            assert!(err.contains(says), "{key}={value}: {err}");
+        }
     }
 
     #[test]

@@ -41,11 +41,34 @@ pub fn cpu_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// `models.device` as written: checked without touching a GPU, so that
+/// validating the settings sets nothing up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSetting {
+    Cpu,
+    Auto,
+    Cuda(usize),
+}
+
+impl DeviceSetting {
+    pub fn parse(setting: &str) -> Result<Self, String> {
+        match setting {
+            "cpu" => Ok(DeviceSetting::Cpu),
+            "auto" => Ok(DeviceSetting::Auto),
+            _ => setting
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<usize>().ok())
+                .map(DeviceSetting::Cuda)
+                .ok_or_else(|| format!("'{setting}': expected cpu, auto or cuda:N")),
+        }
+    }
+}
+
 /// `cpu`, `cuda:N` or `auto` (the first GPU when this build has CUDA and one is usable).
 pub fn parse_device(setting: &str) -> Result<Device, String> {
-    match setting {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(match Device::cuda_if_available(0) {
+    match DeviceSetting::parse(setting)? {
+        DeviceSetting::Cpu => Ok(Device::Cpu),
+        DeviceSetting::Auto => Ok(match Device::cuda_if_available(0) {
             Ok(gpu @ Device::Cuda(_)) => {
                 tracing::info!("models.device = auto: running on GPU 0 (CUDA)");
                 gpu
@@ -57,15 +80,9 @@ pub fn parse_device(setting: &str) -> Result<Device, String> {
                 Device::Cpu
             }
         }),
-        _ => {
-            let ordinal = setting
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse::<usize>().ok())
-                .ok_or_else(|| format!("'{setting}': expected cpu, auto or cuda:N"))?;
-            Device::new_cuda(ordinal).map_err(|e| {
-                format!("'{setting}': no usable GPU ({e}); build with --features cuda, or use cpu")
-            })
-        }
+        DeviceSetting::Cuda(ordinal) => Device::new_cuda(ordinal).map_err(|e| {
+            format!("'{setting}': no usable GPU ({e}); build with --features cuda, or use cpu")
+        }),
     }
 }
 
@@ -77,10 +94,9 @@ pub fn parse_dtype(setting: &str, device: &Device) -> Result<DType, String> {
         // bf16 keeps f32's range: T5's activations overflow f16.
         "auto" => Ok(DType::BF16),
         "f32" => Ok(DType::F32),
-        "bf16" if device.is_cpu() => Err(
-            "'bf16' runs on a GPU only (candle's CPU matmul has no bf16); use f32 or f16 on the CPU"
-                .into(),
-        ),
+        "bf16" if device.is_cpu() => {
+            Err("'bf16' is for a GPU; use f32 (or auto) on the CPU".into())
+        }
         "bf16" => Ok(DType::BF16),
         _ => Err(format!("'{setting}': expected auto, f32 or bf16")),
     }

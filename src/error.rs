@@ -122,6 +122,12 @@ pub enum ReadingError {
         line: usize,
         message: String,
     },
+    #[error("{path} has {poems} poems for {sets} sets")]
+    Short {
+        path: String,
+        poems: usize,
+        sets: usize,
+    },
     #[error("{path} has no score for {count} poem(s) of the sheet: {ids}")]
     Missing {
         path: String,
@@ -162,10 +168,20 @@ pub enum Error {
     /// The bot could not start or lost its connection.
     #[error("{0}")]
     Service(String),
+    /// Embedding a photo failed: the photo, or the model.
+    #[error(transparent)]
+    Embed(#[from] crate::embedding::EmbedError),
+    /// One failure of a batch, the answer of every request in it.
+    #[error(transparent)]
+    Batch(std::sync::Arc<Error>),
+    /// A fault of the program itself, not of what it was given.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl Error {
-    /// 2 for problems with what the user gave us, 1 for everything else.
+    /// 2 for problems with what the user gave us, 3 for faults of the
+    /// program itself, 1 for everything else (a model or the network failed).
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_)
@@ -184,7 +200,10 @@ impl Error {
                     | LlmError::NotLoaded,
                 ),
             ) => 2,
-            Error::Model(_) | Error::Poem(_) | Error::Service(_) => 1,
+            Error::Embed(crate::embedding::EmbedError::Photo(_)) => 2,
+            Error::Batch(inner) => inner.exit_code(),
+            Error::Internal(_) => 3,
+            Error::Model(_) | Error::Poem(_) | Error::Service(_) | Error::Embed(_) => 1,
         }
     }
 }

@@ -7,7 +7,8 @@
 //!            ──keywords──▶ top-K imagery words ──poem──▶ 五绝/七绝/五律/七律
 //! ```
 //!
-//! Nothing here knows about Discord; the bot only calls [`pipeline`].
+//! Only [`bot`] knows Discord; it reaches the pipeline through the model
+//! thread ([`worker`]), as the CLI calls [`pipeline`] directly.
 
 pub mod bench;
 pub mod bot;

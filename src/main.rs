@@ -6,11 +6,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use yingshi::bench::{ClipBench, PoemBench, ServeBench};
-use yingshi::config::Config;
+use yingshi::bench::{
+    ClipBench, ClipTiming, PoemBench, PoemTiming, Reference, ServeBench, ServeTiming,
+};
+use yingshi::config::{bounds, out_of, Config};
 use yingshi::device::Placement;
 use yingshi::error::{Error, LlmError, PoemError};
-use yingshi::keywords::split_keywords;
+use yingshi::keywords::{split_keywords, KeywordList};
+use yingshi::photo::PhotoLimits;
 use yingshi::pipeline::{Matcher, Pipeline, PoemOptions, Request};
 use yingshi::poem::blind;
 use yingshi::poem::eval::{best_poems, evaluate, EvalCase};
@@ -215,6 +218,9 @@ struct BenchArgs {
     /// The Python with torch and transformers for the reference (tools/requirements.txt).
     #[arg(long, env = "YINGSHI_PYTHON", default_value = "python3")]
     python: String,
+    /// The reference script.
+    #[arg(long, value_name = "PATH", default_value = "tools/reference.py")]
+    reference: PathBuf,
     #[arg(long, value_name = "DIR")]
     poet_model: Option<PathBuf>,
     /// Also time Chinese-CLIP from this directory (tools/make_bench_models.py
@@ -314,12 +320,17 @@ fn bot(config: Config, placement: &Placement, args: BotArgs) -> Result<ExitCode,
 
 fn keywords(config: &Config, placement: &Placement, args: KeywordsArgs) -> Result<ExitCode, Error> {
     let top_k = args.top_k.unwrap_or(config.keywords.top_k);
-    if top_k == 0 {
-        return Err(Error::Input("--top-k must be at least 1".into()));
+    if let Some(message) = out_of(&bounds::TOP_K, top_k) {
+        return Err(Error::Input(format!("--top-k {message}")));
     }
     let bytes = read_photo(&args.image)?;
     let mut matcher = load_matcher(config, placement, &args.matcher)?;
-    let found = matcher.match_photo(&bytes, top_k, config.keywords.diverse, None)?;
+    let found = matcher.match_photo(
+        &bytes,
+        top_k,
+        config.keywords.diverse,
+        &KeywordList::BuiltIn,
+    )?;
     if args.json {
         println!("{}", serde_json::json!({ "keywords": found }));
     } else {
@@ -332,10 +343,8 @@ fn keywords(config: &Config, placement: &Placement, args: KeywordsArgs) -> Resul
 
 fn poem(config: &Config, placement: &Placement, args: PoemArgs) -> Result<ExitCode, Error> {
     let candidates = args.candidates.unwrap_or(config.poem.candidates);
-    if !(1..=32).contains(&candidates) {
-        return Err(Error::Input(format!(
-            "--candidates {candidates}: expected 1 to 32"
-        )));
+    if let Some(message) = out_of(&bounds::CANDIDATES, candidates) {
+        return Err(Error::Input(format!("--candidates {message}")));
     }
     let keywords = split_keywords(&args.keywords.join(" "));
     let lines = args.poem.as_deref().map(checker::split_lines);
@@ -365,7 +374,7 @@ fn poem(config: &Config, placement: &Placement, args: PoemArgs) -> Result<ExitCo
         (Some(bytes), _, _) => Request::Photo {
             bytes,
             keywords,
-            vocabulary: None,
+            vocabulary: KeywordList::BuiltIn,
             top_k: None,
             options: options.clone(),
         },
@@ -430,8 +439,13 @@ fn bench(config: &Config, placement: &Placement, args: BenchArgs) -> Result<Exit
         .poet_model
         .clone()
         .unwrap_or_else(|| Config::resolve(&config.models.poet_dir));
+    let script = Config::resolve(&args.reference.to_string_lossy());
+    let reference = Reference {
+        python: &args.python,
+        script: &script,
+    };
     if args.serve {
-        return bench_serve(config, placement, &args, &dir);
+        return bench_serve(config, placement, &args, &dir, &reference);
     }
     let mut poet = load_poet(config, placement, Some(dir.clone()))?;
     let bench = PoemBench {
@@ -450,23 +464,10 @@ fn bench(config: &Config, placement: &Placement, args: BenchArgs) -> Result<Exit
         yingshi::device::cpu_threads()
     );
     let rust = bench.run_rust(&mut poet)?;
-    println!(
-        "  rust (constrained)     {:>9.1} ms/poem {:>9.0} tokens/s",
-        rust.ms_per_poem, rust.tokens_per_s
+    print!(
+        "{}",
+        PoemTiming::report(&rust, &bench.run_python(&reference))
     );
-    match bench.run_python(&args.python) {
-        Ok(py) => {
-            println!(
-                "  python transformers    {:>9.1} ms/poem {:>9.0} tokens/s",
-                py.ms_per_poem, py.tokens_per_s
-            );
-            println!(
-                "  time ratio rust/python {:>9.2}×",
-                rust.ms_per_poem / py.ms_per_poem
-            );
-        }
-        Err(why) => println!("  python transformers    not run: {why}"),
-    }
     let Some(clip_dir) = &args.clip_model else {
         println!("chinese-clip: not timed (pass --clip-model DIR)");
         return Ok(ExitCode::SUCCESS);
@@ -479,6 +480,10 @@ fn bench(config: &Config, placement: &Placement, args: BenchArgs) -> Result<Exit
         photos_dir: &photos,
         vocabulary: &vocabulary,
         images: args.images,
+        limits: PhotoLimits {
+            max_bytes: config.photo.max_bytes,
+            max_megapixels: config.photo.max_megapixels,
+        },
     };
     println!(
         "chinese-clip {}: {} photos one at a time; the keyword vocabulary",
@@ -486,24 +491,10 @@ fn bench(config: &Config, placement: &Placement, args: BenchArgs) -> Result<Exit
         args.images
     );
     let rust = clip_bench.run_rust(&clip)?;
-    println!(
-        "  rust                   {:>9.1} ms/photo {:>8.2} s vocabulary",
-        rust.image_ms, rust.vocabulary_s
+    print!(
+        "{}",
+        ClipTiming::report(&rust, &clip_bench.run_python(&reference))
     );
-    match clip_bench.run_python(&args.python) {
-        Ok(py) => {
-            println!(
-                "  python transformers    {:>9.1} ms/photo {:>8.2} s vocabulary",
-                py.image_ms, py.vocabulary_s
-            );
-            println!(
-                "  time ratio rust/python {:>9.2}× photo {:>8.2}× vocabulary",
-                rust.image_ms / py.image_ms,
-                rust.vocabulary_s / py.vocabulary_s
-            );
-        }
-        Err(why) => println!("  python transformers    not run: {why}"),
-    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -512,6 +503,7 @@ fn bench_serve(
     placement: &Placement,
     args: &BenchArgs,
     poet_dir: &Path,
+    reference: &Reference,
 ) -> Result<ExitCode, Error> {
     let clip_dir = args
         .clip_model
@@ -538,11 +530,12 @@ fn bench_serve(
     };
     println!(
         "photo → {} served: {} photo requests per level, {} candidates, batches of up to {} \
-         (wait {} ms), {:?} {:?}",
+         requests and {} rows (wait {} ms), {:?} {:?}",
         args.form,
         args.requests,
         args.candidates,
         config.batch.max_requests,
+        config.batch.max_rows,
         config.batch.wait_ms,
         placement.device,
         placement.dtype
@@ -551,33 +544,14 @@ fn bench_serve(
     let matcher = Matcher::load(config, Some(clip_dir), None, placement)?;
     let batching = yingshi::worker::Batching {
         max_requests: config.batch.max_requests,
+        max_rows: config.batch.max_rows,
         wait: std::time::Duration::from_millis(config.batch.wait_ms),
     };
     let rust = serve.run_rust(Pipeline::new(config, poet, Some(matcher)), batching)?;
-    let python = serve.run_python(&args.python);
-    println!(
-        "  concurrency  rust p50/p95 ms   photos/s | python p50/p95 ms   photos/s | time ratio"
+    print!(
+        "{}",
+        ServeTiming::report(&rust, &serve.run_python(reference))
     );
-    for (i, r) in rust.iter().enumerate() {
-        let py = python.as_ref().ok().and_then(|p| p.get(i));
-        let (py_text, ratio) = match py {
-            Some(p) => (
-                format!(
-                    "{:>8.0}/{:<8.0} {:>8.2}",
-                    p.p50_ms, p.p95_ms, p.photos_per_s
-                ),
-                format!("{:.2}×", p.photos_per_s / r.photos_per_s),
-            ),
-            None => ("not run".to_owned(), "-".to_owned()),
-        };
-        println!(
-            "  {:>11}  {:>8.0}/{:<8.0} {:>8.2} | {py_text} | {ratio}",
-            r.concurrency, r.p50_ms, r.p95_ms, r.photos_per_s
-        );
-    }
-    if let Err(why) = python {
-        println!("  python transformers not run: {why}");
-    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -623,17 +597,13 @@ fn read_text(path: &Path) -> Result<String, Error> {
 
 /// Cases `skip..skip + limit` of a held-out set file.
 fn read_cases(path: &Path, skip: usize, limit: usize) -> Result<Vec<EvalCase>, Error> {
-    read_text(path)?
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .skip(skip)
-        .take(limit)
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .map_err(|e| Error::Input(format!("{} line {}: {e}", path.display(), i + 1)))
-        })
-        .collect()
+    let text = read_text(path)?;
+    Ok(EvalCase::parse_set(
+        &path.display().to_string(),
+        &text,
+        skip,
+        limit,
+    )?)
 }
 
 fn eval(config: &Config, placement: &Placement, args: EvalArgs) -> Result<ExitCode, Error> {
@@ -691,7 +661,8 @@ fn sheet(
         let (name, path) = given
             .split_once('=')
             .ok_or_else(|| Error::Input(format!("--poems {given}: expected NAME=FILE")))?;
-        variants.push((name.to_owned(), read_poems(Path::new(path), &cases)?));
+        let poems = blind::parse_poems(path, &read_text(Path::new(path))?, &cases)?;
+        variants.push((name.to_owned(), poems));
         described.push_str(&format!("# variant {name}: poems from {path}\n"));
     }
     for spec in &specs {
@@ -728,44 +699,6 @@ fn sheet(
     Ok(ExitCode::SUCCESS)
 }
 
-/// A file of poems for the cases, one JSON object a line with its "lines",
-/// each of the case's form.
-fn read_poems(path: &Path, cases: &[EvalCase]) -> Result<Vec<Vec<String>>, Error> {
-    #[derive(serde::Deserialize)]
-    struct Written {
-        lines: Vec<String>,
-    }
-    let text = read_text(path)?;
-    let mut poems = Vec::new();
-    for ((n, line), case) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .zip(cases)
-    {
-        let at =
-            |message: String| Error::Input(format!("{} line {}: {message}", path.display(), n + 1));
-        let written: Written = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
-        if checker::check_lines(&written.lines).form != Some(case.form) {
-            return Err(at(format!(
-                "not a {} ({})",
-                case.form,
-                written.lines.join(" ")
-            )));
-        }
-        poems.push(written.lines);
-    }
-    if poems.len() < cases.len() {
-        return Err(Error::Input(format!(
-            "{} has {} poems for {} sets",
-            path.display(),
-            poems.len(),
-            cases.len()
-        )));
-    }
-    Ok(poems)
-}
-
 fn scores(args: ScoresArgs) -> Result<ExitCode, Error> {
     let key_path = if args.key.is_dir() {
         args.key.join("key.tsv")
@@ -785,33 +718,9 @@ fn scores(args: ScoresArgs) -> Result<ExitCode, Error> {
     }
     let rows = blind::summarize(&key, &readers);
     if args.json {
-        let rows: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                let mut row = serde_json::json!({
-                    "reader": r.reader, "source": r.source, "poems": r.poems,
-                    "guessed_person": r.guessed_person,
-                });
-                for (axis, mean) in blind::AXES.iter().zip(r.means) {
-                    row[axis] = serde_json::json!((mean * 100.0).round() / 100.0);
-                }
-                row
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(rows));
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("reader\tsource\tpoems\tfluency\tcoherence\trelevance\toverall\tguessed-H");
-    for r in &rows {
-        let [f, c, rel, o] = r.means;
-        let guessed = r
-            .guessed_person
-            .map(|g| format!("{:.0} %", g * 100.0))
-            .unwrap_or_else(|| "–".into());
-        println!(
-            "{}\t{}\t{}\t{f:.2}\t{c:.2}\t{rel:.2}\t{o:.2}\t{guessed}",
-            r.reader, r.source, r.poems
-        );
+        println!("{}", blind::json(&rows));
+    } else {
+        print!("{}", blind::table(&rows));
     }
     Ok(ExitCode::SUCCESS)
 }

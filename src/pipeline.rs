@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use image::DynamicImage;
 use serde::Serialize;
@@ -16,8 +17,8 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::device::Placement;
 use crate::embedding::{self, ClipModel, ClipSource};
-use crate::error::{Error, LlmError, ModelError, PoemError};
-use crate::keywords::{dot, EmbeddingCache, KeywordIndex, Scored, Vocabulary};
+use crate::error::{Error, LlmError, PoemError};
+use crate::keywords::{dot, EmbeddingCache, KeywordIndex, KeywordList, Scored, Vocabulary};
 use crate::photo::{self, PhotoLimits};
 #[cfg(feature = "llm")]
 use crate::poem::LlmPoet;
@@ -33,8 +34,8 @@ pub struct Matcher {
     clip: ClipModel,
     index: KeywordIndex,
     cache: EmbeddingCache,
-    /// Indexes of custom lists, by the list.
-    custom: HashMap<Vec<String>, KeywordIndex>,
+    /// Indexes of channels' lists, by the list.
+    custom: HashMap<KeywordList, KeywordIndex>,
     limits: PhotoLimits,
 }
 
@@ -76,17 +77,16 @@ impl Matcher {
         })
     }
 
-    /// Decodes and embeds a photo; returns the best keywords of the
-    /// vocabulary, or of `custom` (a channel's own list) when given.
+    /// Decodes and embeds a photo; returns the best keywords of the list.
     pub fn match_photo(
         &mut self,
         bytes: &[u8],
         top_k: usize,
         diverse: bool,
-        custom: Option<&[String]>,
+        list: &KeywordList,
     ) -> Result<Vec<Scored>, Error> {
         let feature = self.embed_photos(&[bytes]).swap_remove(0)?;
-        self.top_keywords(&feature, top_k, diverse, custom)
+        self.top_keywords(&feature, top_k, diverse, list)
     }
 
     /// Decodes photos and embeds those that decode as one batch.
@@ -103,10 +103,10 @@ impl Matcher {
         let mut features = match self.clip.embed_images(&images) {
             Ok(features) => features.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(e) => {
-                let message = e.to_string();
+                let e = Arc::new(Error::from(e));
                 images
                     .iter()
-                    .map(|_| Err(Error::Model(ModelError::Format(message.clone()))))
+                    .map(|_| Err(Error::Batch(Arc::clone(&e))))
                     .collect()
             }
         }
@@ -117,29 +117,31 @@ impl Matcher {
             .collect()
     }
 
-    /// The best keywords for a photo feature, from the vocabulary or a custom list.
+    /// The best keywords for a photo feature, from the list.
     pub fn top_keywords(
         &mut self,
         feature: &[f32],
         top_k: usize,
         diverse: bool,
-        custom: Option<&[String]>,
+        list: &KeywordList,
     ) -> Result<Vec<Scored>, Error> {
-        let index = match custom.filter(|words| !words.is_empty()) {
-            None => &self.index,
-            Some(words) => {
-                if !self.custom.contains_key(words) {
-                    if self.custom.len() >= CUSTOM_INDEXES {
-                        self.custom.clear();
-                    }
-                    let vocabulary = Vocabulary::from_words(words);
-                    let built = KeywordIndex::build(&vocabulary, &self.clip, &mut self.cache)?;
-                    self.custom.insert(words.to_vec(), built);
-                }
-                &self.custom[words]
-            }
+        let words = match list {
+            KeywordList::BuiltIn => return Ok(self.index.top_k(feature, top_k, diverse)),
+            KeywordList::Added(words) | KeywordList::Only(words) => words,
         };
-        Ok(index.top_k(feature, top_k, diverse))
+        if !self.custom.contains_key(list) {
+            if self.custom.len() >= CUSTOM_INDEXES {
+                self.custom.clear();
+            }
+            let vocabulary = Vocabulary::from_words(words);
+            let own = KeywordIndex::build(&vocabulary, &self.clip, &mut self.cache)?;
+            let built = match list {
+                KeywordList::Added(_) => self.index.with(&own),
+                _ => own,
+            };
+            self.custom.insert(list.clone(), built);
+        }
+        Ok(self.custom[list].top_k(feature, top_k, diverse))
     }
 }
 
@@ -165,8 +167,8 @@ pub enum Request {
     Photo {
         bytes: Vec<u8>,
         keywords: Vec<String>,
-        /// A channel's own keyword list; `None`: the built-in vocabulary.
-        vocabulary: Option<Vec<String>>,
+        /// The keywords the photo is matched against.
+        vocabulary: KeywordList,
         /// How many keywords to take; `None`: `keywords.top_k`.
         top_k: Option<usize>,
         options: PoemOptions,
@@ -181,6 +183,11 @@ pub enum Request {
 }
 
 impl Request {
+    /// The candidate rows the poet writes for it: what it costs a batch.
+    pub fn rows(&self) -> usize {
+        self.options().candidates.max(1)
+    }
+
     pub fn options(&self) -> &PoemOptions {
         match self {
             Request::Keywords { options, .. }
@@ -215,7 +222,7 @@ pub struct Pipeline {
 /// What a photo request asks of the matcher.
 struct PhotoAsk<'a> {
     bytes: &'a [u8],
-    vocabulary: Option<&'a [String]>,
+    vocabulary: &'a KeywordList,
     top_k: usize,
 }
 
@@ -424,7 +431,7 @@ impl Pipeline {
                     ..
                 } => Some(PhotoAsk {
                     bytes,
-                    vocabulary: vocabulary.as_deref(),
+                    vocabulary,
                     top_k: top_k.unwrap_or(self.top_k),
                 }),
                 _ => None,
@@ -434,7 +441,11 @@ impl Pipeline {
             _ if photos.is_empty() => Vec::new(),
             None => photos
                 .iter()
-                .map(|_| Err(Error::Input("no photo matcher loaded".into())))
+                .map(|_| {
+                    Err(Error::Internal(
+                        "a photo request reached a pipeline without Chinese-CLIP",
+                    ))
+                })
                 .collect(),
             Some(matcher) => {
                 let bytes: Vec<&[u8]> = photos.iter().map(|p| p.bytes).collect();

@@ -4,7 +4,9 @@
 //! As in text-embeddings-inference: the models never run on the async runtime,
 //! a full queue answers `Overloaded` at once instead of waiting, each caller
 //! learns its place in the queue, and the requests waiting together run as one
-//! batch (after a short wait for more, [`Batching`]). A panic inside a batch
+//! batch (after a short wait for more, [`Batching`]), sized by the candidate
+//! rows the poet will write, the model's real work. A request whose caller has
+//! gone (an expired interaction, a stopping bot) is dropped, not run. A panic inside a batch
 //! is caught; its requests run again one at a time, so only the one that
 //! panics is told so, and the thread goes on.
 
@@ -33,11 +35,13 @@ impl Backend for Pipeline {
     }
 }
 
-/// How requests are grouped: at most `max_requests` a batch; after a batch's
+/// How requests are grouped: at most `max_requests` a batch and at most
+/// `max_rows` candidate rows (a request alone may have more); after a batch's
 /// first request, up to `wait` for more to arrive.
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
     pub max_requests: usize,
+    pub max_rows: usize,
     pub wait: Duration,
 }
 
@@ -87,7 +91,17 @@ impl Worker {
         std::thread::Builder::new()
             .name("yingshi-models".into())
             .spawn(move || {
-                while let Some(batch) = next_batch(&inbox, batching) {
+                let mut held = None;
+                while let Some(batch) = next_batch(&inbox, batching, &mut held) {
+                    let (batch, gone): (Vec<Envelope>, Vec<Envelope>) =
+                        batch.into_iter().partition(|e| !e.reply.is_closed());
+                    if !gone.is_empty() {
+                        done.fetch_sub(gone.len(), Ordering::SeqCst);
+                        tracing::debug!(dropped = gone.len(), "requests whose callers have gone");
+                    }
+                    if batch.is_empty() {
+                        continue;
+                    }
                     let (requests, replies): (Vec<Request>, Vec<_>) =
                         batch.into_iter().map(|e| (e.request, e.reply)).unzip();
                     let answers = run_caught(&mut backend, &requests);
@@ -124,13 +138,23 @@ impl Worker {
     }
 }
 
-/// Waits for a request, then takes those already waiting and those that come
-/// within the wait, up to the batch size; `None` when every sender is gone.
-fn next_batch(inbox: &Receiver<Envelope>, batching: Batching) -> Option<Vec<Envelope>> {
-    let first = inbox.recv().ok()?;
+/// Waits for a request (or takes the one `held` back from the last batch),
+/// then takes those already waiting and those that come within the wait, up
+/// to the batch's size; one that would overflow its rows is held for the
+/// next. `None` when every sender is gone.
+fn next_batch(
+    inbox: &Receiver<Envelope>,
+    batching: Batching,
+    held: &mut Option<Envelope>,
+) -> Option<Vec<Envelope>> {
+    let first = match held.take() {
+        Some(envelope) => envelope,
+        None => inbox.recv().ok()?,
+    };
     let deadline = Instant::now() + batching.wait;
+    let mut rows = first.request.rows();
     let mut batch = vec![first];
-    while batch.len() < batching.max_requests {
+    while batch.len() < batching.max_requests && rows < batching.max_rows {
         let next = match inbox.try_recv() {
             Ok(envelope) => envelope,
             Err(TryRecvError::Disconnected) => break,
@@ -141,6 +165,11 @@ fn next_batch(inbox: &Receiver<Envelope>, batching: Batching) -> Option<Vec<Enve
                 }
             }
         };
+        if rows + next.request.rows() > batching.max_rows {
+            *held = Some(next);
+            break;
+        }
+        rows += next.request.rows();
         batch.push(next);
     }
     Some(batch)
@@ -224,13 +253,17 @@ mod tests {
     }
 
     fn request(word: &str) -> Request {
+        request_rows(word, 1)
+    }
+
+    fn request_rows(word: &str, candidates: usize) -> Request {
         Request::Keywords {
             keywords: vec![word.into()],
             options: PoemOptions {
                 poet: PoetChoice::T5,
                 form: Form::WuJue,
                 acrostic: None,
-                candidates: 1,
+                candidates,
                 seed: 0,
             },
         }
@@ -239,6 +272,15 @@ mod tests {
     fn gated(
         queue: usize,
         max_requests: usize,
+        wait_ms: u64,
+    ) -> (Worker, mpsc::Receiver<Vec<String>>, mpsc::Sender<()>) {
+        gated_rows(queue, max_requests, usize::MAX, wait_ms)
+    }
+
+    fn gated_rows(
+        queue: usize,
+        max_requests: usize,
+        max_rows: usize,
         wait_ms: u64,
     ) -> (Worker, mpsc::Receiver<Vec<String>>, mpsc::Sender<()>) {
         let (started_tx, started) = mpsc::channel();
@@ -251,6 +293,7 @@ mod tests {
             queue,
             Batching {
                 max_requests,
+                max_rows,
                 wait: Duration::from_millis(wait_ms),
             },
         );
@@ -313,6 +356,43 @@ mod tests {
         }
         let batches: Vec<Vec<String>> = started.try_iter().collect();
         assert_eq!(batches, [vec!["b", "c"], vec!["d"]]);
+    }
+
+    #[tokio::test]
+    async fn batches_are_sized_by_candidate_rows() {
+        // Rows 8, 8, 4, 12 and 20 under a cap of 16: a and b fill a batch, c
+        // and d the next; e, over the cap by itself, runs alone.
+        let (worker, started, release) = gated_rows(16, 16, 16, 0);
+        let first = worker.submit(request_rows("first", 1)).unwrap();
+        assert_eq!(started.recv().unwrap(), ["first"]);
+        let waiting: Vec<Ticket> = [("a", 8), ("b", 8), ("c", 4), ("d", 12), ("e", 20)]
+            .iter()
+            .map(|&(w, rows)| worker.submit(request_rows(w, rows)).unwrap())
+            .collect();
+        for _ in 0..4 {
+            release.send(()).unwrap();
+        }
+        first.result().await.unwrap();
+        for t in waiting {
+            t.result().await.unwrap();
+        }
+        let batches: Vec<Vec<String>> = started.try_iter().collect();
+        assert_eq!(batches, [vec!["a", "b"], vec!["c", "d"], vec!["e"]]);
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_caller_has_gone_is_not_run() {
+        let (worker, started, release) = gated(16, 16, 0);
+        let first = worker.submit(request("a")).unwrap();
+        assert_eq!(started.recv().unwrap(), ["a"]);
+        drop(worker.submit(request("gone")).unwrap());
+        let kept = worker.submit(request("kept")).unwrap();
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        first.result().await.unwrap();
+        assert_eq!(kept.result().await.unwrap().keywords, ["kept"]);
+        assert_eq!(started.try_iter().collect::<Vec<_>>(), [vec!["kept"]]);
+        assert_eq!(worker.pending(), 0);
     }
 
     #[tokio::test]

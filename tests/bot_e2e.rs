@@ -694,8 +694,27 @@ async fn photo_posts_slash_commands_and_settings() {
         .await;
     assert_eq!(poem_lines(&edit.body["embeds"][0]).len(), 4);
 
-    // The channel's own list is what its photos are matched against now.
+    // Adding words kept the built-in list: a photo still gets its six keywords.
     discord.send("MESSAGE_CREATE", photo_post("734", CHANNEL, "43"));
+    let seen = discord.until("POST", "/channels/200/messages").await;
+    assert_eq!(imagery(&seen.last().unwrap().body["embeds"][0]).len(), 6);
+
+    // Only the channel's own words, once an admin says so.
+    discord.send(
+        "INTERACTION_CREATE",
+        slash(
+            "735",
+            "keywords",
+            json!([{"name": "use", "type": 1, "options": [
+        {"name": "list", "type": 3, "value": "custom"}]}]),
+            "16",
+        ),
+    );
+    let used = discord
+        .expect("POST", "/interactions/735/tok735/callback")
+        .await;
+    assert!(used.text().contains("只用"), "{:?}", used.body);
+    discord.send("MESSAGE_CREATE", photo_post("736", CHANNEL, "44"));
     let seen = discord.until("POST", "/channels/200/messages").await;
     let mut matched = imagery(&seen.last().unwrap().body["embeds"][0]);
     matched.sort();

@@ -57,18 +57,30 @@ fn plain_list_scores_are_the_prototypes_cosines() {
             .map(|w| (w.clone(), cosine(photo_feature, &reference.texts[w])))
             .collect();
         expected.sort_by(|a, b| b.1.total_cmp(&a.1));
-        // Decoders differ slightly on JPEG pixels, so scores agree to a few thousandths.
+        // PNG pixels decode alike everywhere; JPEG decoders differ slightly,
+        // so those scores agree to a few thousandths only.
+        let tolerance = if name.ends_with(".png") { 1e-3 } else { 5e-3 };
         for ours in &top {
             let theirs = cosine(photo_feature, &reference.texts[&ours.keyword]);
             assert!(
-                (ours.score - theirs).abs() < 5e-3,
+                (ours.score - theirs).abs() < tolerance,
                 "{name}: {} {} vs {theirs}",
                 ours.keyword,
                 ours.score
             );
         }
-        if expected[0].1 - expected[1].1 > 1e-2 {
-            assert_eq!(top[0].keyword, expected[0].0, "{name}");
+        // The prototype's top five, in its order: a keyword may stand in
+        // another's place only when their scores are within both tolerances.
+        for (place, (ours, theirs)) in top.iter().zip(&expected).enumerate() {
+            let ours_there = cosine(photo_feature, &reference.texts[&ours.keyword]);
+            assert!(
+                ours.keyword == theirs.0 || (ours_there - theirs.1).abs() < 2.0 * tolerance,
+                "{name}: place {}: {} ({ours_there}) where the prototype has {} ({})",
+                place + 1,
+                ours.keyword,
+                theirs.0,
+                theirs.1
+            );
         }
     }
 }

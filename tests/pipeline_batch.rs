@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use yingshi::config::Config;
+use yingshi::keywords::KeywordList;
 use yingshi::pipeline::{Pipeline, PoemOptions, PoemResult, Request};
 use yingshi::poem::{Form, Poet, PoetChoice};
 
@@ -100,7 +101,7 @@ fn a_batch_answers_each_request_as_if_alone() {
         Request::Photo {
             bytes: photo("chelsea.png"),
             keywords: Vec::new(),
-            vocabulary: None,
+            vocabulary: KeywordList::BuiltIn,
             top_k: None,
             options: options(Form::WuJue, 1),
         },
@@ -111,14 +112,14 @@ fn a_batch_answers_each_request_as_if_alone() {
         Request::Photo {
             bytes: photo("rocket.jpg"),
             keywords: words(&["孤舟"]),
-            vocabulary: Some(words(&["狸奴", "渔舟", "烽火", "明月"])),
+            vocabulary: KeywordList::Only(words(&["狸奴", "渔舟", "烽火", "明月"])),
             top_k: Some(2),
             options: options(Form::WuJue, 3),
         },
         Request::Photo {
             bytes: b"not a photo".to_vec(),
             keywords: Vec::new(),
-            vocabulary: None,
+            vocabulary: KeywordList::BuiltIn,
             top_k: None,
             options: options(Form::WuJue, 4),
         },
@@ -131,7 +132,7 @@ fn a_batch_answers_each_request_as_if_alone() {
         Request::Photo {
             bytes: photo("coffee.png"),
             keywords: Vec::new(),
-            vocabulary: None,
+            vocabulary: KeywordList::BuiltIn,
             top_k: Some(5),
             options: options(Form::QiLv, 6),
         },

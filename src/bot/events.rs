@@ -73,7 +73,7 @@ async fn photo_post(
         let ticket = data.worker.submit(Request::Photo {
             bytes,
             keywords: Vec::new(),
-            vocabulary: settings.keywords.clone(),
+            vocabulary: settings.keyword_list(),
             top_k: settings.top_k,
             options,
         })?;

@@ -49,7 +49,7 @@ pub async fn run(config: Config, pipeline: Pipeline) -> Result<(), Error> {
         Duration::from_secs(config.download.total_timeout_secs),
         proxy.clone(),
     )
-    .map_err(|e| Error::Input(e.to_string()))?;
+    .map_err(|e| Error::Service(format!("cannot set up downloads: {e}")))?;
     let llm_loaded = pipeline.has_llm();
     let data = Arc::new(Data {
         llm_loaded,
@@ -58,6 +58,7 @@ pub async fn run(config: Config, pipeline: Pipeline) -> Result<(), Error> {
             config.limits.queue_size,
             Batching {
                 max_requests: config.batch.max_requests,
+                max_rows: config.batch.max_rows,
                 wait: Duration::from_millis(config.batch.wait_ms),
             },
         ),

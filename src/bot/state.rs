@@ -9,14 +9,19 @@ use std::sync::Mutex;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
+use crate::config::bounds;
+use crate::keywords::KeywordList;
 use crate::poem::{Form, PoetChoice};
 
 /// A channel's settings; `None` means the bot's default from the config.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ChannelSettings {
-    /// The vocabulary photos are matched against; `None`: the built-in one.
+    /// The channel's own keywords, matched beside the built-in vocabulary, or
+    /// alone with `own_keywords_only`.
     pub keywords: Option<Vec<String>>,
+    #[serde(default)]
+    pub own_keywords_only: bool,
     pub top_k: Option<usize>,
     pub form: Option<Form>,
     /// Who writes this channel's poems; `None`: poem.poet.
@@ -33,6 +38,13 @@ pub struct ChannelSettings {
 pub enum SettingError {
     #[error("unknown setting `{0}`; the settings are top_k, form, poet, candidates, auto_reply, user_cooldown")]
     UnknownKey(String),
+    #[error("`{key}` must be a whole number from {min} to {max}; `{value}` is not")]
+    OutOfRange {
+        key: &'static str,
+        value: String,
+        min: usize,
+        max: usize,
+    },
     #[error("`{key}` must be {expected}; `{value}` is not")]
     BadValue {
         key: &'static str,
@@ -42,6 +54,11 @@ pub enum SettingError {
 }
 
 impl ChannelSettings {
+    /// The keywords this channel's photos are matched against.
+    pub fn keyword_list(&self) -> KeywordList {
+        KeywordList::of_channel(self.keywords.as_deref(), self.own_keywords_only)
+    }
+
     /// Sets one setting from its text form, as `/config set` receives it.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), SettingError> {
         let bad = |key, expected| SettingError::BadValue {
@@ -49,22 +66,25 @@ impl ChannelSettings {
             value: value.to_owned(),
             expected,
         };
-        let number = |key, min: usize, max: usize, expected| {
+        let number = |key, range: std::ops::RangeInclusive<usize>| {
             value
                 .trim()
                 .parse::<usize>()
                 .ok()
-                .filter(|n| (min..=max).contains(n))
-                .ok_or_else(|| bad(key, expected))
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| SettingError::OutOfRange {
+                    key,
+                    value: value.to_owned(),
+                    min: *range.start(),
+                    max: *range.end(),
+                })
         };
         match key {
-            "top_k" => self.top_k = Some(number("top_k", 1, 16, "a whole number from 1 to 16")?),
-            "candidates" => {
-                self.candidates = Some(number("candidates", 1, 16, "a whole number from 1 to 16")?)
-            }
+            "top_k" => self.top_k = Some(number("top_k", bounds::TOP_K)?),
+            "candidates" => self.candidates = Some(number("candidates", bounds::CANDIDATES)?),
             "user_cooldown" => {
                 self.user_cooldown_secs =
-                    Some(number("user_cooldown", 0, 3600, "seconds, from 0 to 3600")? as u64)
+                    Some(number("user_cooldown", bounds::USER_COOLDOWN_SECS)? as u64)
             }
             "form" => {
                 self.form = Some(

@@ -128,6 +128,29 @@ impl Vocabulary {
     }
 }
 
+/// Which keywords a photo is matched against.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum KeywordList {
+    /// The built-in vocabulary.
+    #[default]
+    BuiltIn,
+    /// The built-in vocabulary and these words.
+    Added(Vec<String>),
+    /// Only these words.
+    Only(Vec<String>),
+}
+
+impl KeywordList {
+    /// A channel's list: its own words, alone or beside the built-in ones.
+    pub fn of_channel(words: Option<&[String]>, only: bool) -> Self {
+        match words.filter(|w| !w.is_empty()) {
+            None => KeywordList::BuiltIn,
+            Some(w) if only => KeywordList::Only(w.to_vec()),
+            Some(w) => KeywordList::Added(w.to_vec()),
+        }
+    }
+}
+
 /// A keyword with its cosine score against a photo.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Scored {
@@ -169,6 +192,21 @@ impl KeywordIndex {
             keywords: vocabulary.keywords.clone(),
             embeddings,
         })
+    }
+
+    /// This index with another's keywords after its own (those it lacks).
+    pub fn with(&self, other: &KeywordIndex) -> KeywordIndex {
+        let mut joined = KeywordIndex {
+            keywords: self.keywords.clone(),
+            embeddings: self.embeddings.clone(),
+        };
+        for (k, e) in other.keywords.iter().zip(&other.embeddings) {
+            if !joined.keywords.iter().any(|j| j.word == k.word) {
+                joined.keywords.push(k.clone());
+                joined.embeddings.push(e.clone());
+            }
+        }
+        joined
     }
 
     /// The `k` best keywords for a normalised photo feature, best first; with

@@ -239,6 +239,84 @@ pub struct SourceMeans {
 
 /// Each source's means per axis for every reader, then over all readers
 /// (`reader` = "all"); sources in name order, the corpus first.
+/// Poems written elsewhere for the cases: one JSON object a line with its
+/// "lines" (as `yingshi poem --json` prints), each of its case's form, at
+/// least one per case; `path` names the file in errors.
+pub fn parse_poems(
+    path: &str,
+    text: &str,
+    cases: &[EvalCase],
+) -> Result<Vec<Vec<String>>, ReadingError> {
+    #[derive(serde::Deserialize)]
+    struct Written {
+        lines: Vec<String>,
+    }
+    let mut poems = Vec::new();
+    for ((n, line), case) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .zip(cases)
+    {
+        let at = |message: String| ReadingError::Line {
+            path: path.to_owned(),
+            line: n + 1,
+            message,
+        };
+        let written: Written = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
+        if super::checker::check_lines(&written.lines).form != Some(case.form) {
+            return Err(at(format!(
+                "not a {} ({})",
+                case.form,
+                written.lines.join(" ")
+            )));
+        }
+        poems.push(written.lines);
+    }
+    if poems.len() < cases.len() {
+        return Err(ReadingError::Short {
+            path: path.to_owned(),
+            poems: poems.len(),
+            sets: cases.len(),
+        });
+    }
+    Ok(poems)
+}
+
+/// The means as a tab-separated table, one row per reader and source.
+pub fn table(rows: &[SourceMeans]) -> String {
+    let mut out =
+        String::from("reader\tsource\tpoems\tfluency\tcoherence\trelevance\toverall\tguessed-H\n");
+    for r in rows {
+        let [f, c, rel, o] = r.means;
+        let guessed = r
+            .guessed_person
+            .map(|g| format!("{:.0} %", g * 100.0))
+            .unwrap_or_else(|| "–".into());
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{f:.2}\t{c:.2}\t{rel:.2}\t{o:.2}\t{guessed}\n",
+            r.reader, r.source, r.poems
+        ));
+    }
+    out
+}
+
+/// The means as JSON: one object per reader and source, means to 0.01.
+pub fn json(rows: &[SourceMeans]) -> serde_json::Value {
+    rows.iter()
+        .map(|r| {
+            let mut row = serde_json::json!({
+                "reader": r.reader, "source": r.source, "poems": r.poems,
+                "guessed_person": r.guessed_person,
+            });
+            for (axis, mean) in AXES.iter().zip(r.means) {
+                row[axis] = serde_json::json!((mean * 100.0).round() / 100.0);
+            }
+            row
+        })
+        .collect()
+}
+
 pub fn summarize(key: &Key, readers: &[(String, HashMap<u32, Score>)]) -> Vec<SourceMeans> {
     let mut sources: Vec<&str> = key
         .sources

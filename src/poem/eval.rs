@@ -13,7 +13,7 @@ use std::hash::{Hash, Hasher};
 use serde::{Deserialize, Serialize};
 
 use super::{checker, Candidate, Form, PoemRequest, Poet, Sampling};
-use crate::error::PoemError;
+use crate::error::{PoemError, ReadingError};
 
 /// One line of `training/heldout_poems.jsonl`: a held-out corpus poem's
 /// form, its keyword set and (for blind reading) its lines.
@@ -23,6 +23,31 @@ pub struct EvalCase {
     pub keywords: Vec<String>,
     #[serde(default)]
     pub lines: Vec<String>,
+}
+
+impl EvalCase {
+    /// Cases `skip..skip + limit` of a held-out set file's text (one JSON
+    /// object a line; blank lines skipped); `path` names it in errors.
+    pub fn parse_set(
+        path: &str,
+        text: &str,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Vec<EvalCase>, ReadingError> {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .skip(skip)
+            .take(limit)
+            .map(|(i, l)| {
+                serde_json::from_str(l).map_err(|e| ReadingError::Line {
+                    path: path.to_owned(),
+                    line: i + 1,
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Default, Serialize)]

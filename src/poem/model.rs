@@ -4,7 +4,7 @@
 //! A model directory holds `config.json`, `tokenizer.json` (WordLevel, one token
 //! per character) and the weights as `model.safetensors` or shards listed in
 //! `model.safetensors.index.json`. The weights load in the dtype asked for
-//! (f32 on the CPU; bf16 or f16 on a GPU), and the logits come back as f32.
+//! (f32 on the CPU; bf16 on a GPU, as f16 overflows), and the logits come back as f32.
 //! See `models/poet-t5/card.md` for the format and how the model was trained.
 
 use std::collections::HashMap;

@@ -21,6 +21,7 @@
 //! rules allow it. A keyword counts as used only inside one line.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use super::meter::{Slot, Template};
 use super::novelty::LineFilter;
@@ -193,6 +194,8 @@ impl Plan {
 #[derive(Debug, Clone)]
 pub(crate) struct Verse {
     pub template: Template,
+    /// The template's slots, line by line, worked out once.
+    slots: Arc<Vec<Vec<Slot>>>,
     /// The lines before the one being written.
     pub lines: Vec<String>,
     pub current: Vec<char>,
@@ -211,6 +214,7 @@ impl Verse {
     pub fn new(template: Template) -> Self {
         Self {
             template,
+            slots: slots_of(template),
             lines: Vec::new(),
             current: Vec::new(),
             rest: Vec::new(),
@@ -294,6 +298,7 @@ impl Verse {
         }
         Ok(Self {
             template,
+            slots: slots_of(template),
             lines: lines[..line].to_vec(),
             current: Vec::new(),
             rest: lines[line + 1..].to_vec(),
@@ -322,7 +327,7 @@ impl Verse {
     ) -> bool {
         let line = self.line();
         let n = plan.form.chars_per_line();
-        if pos >= n || !ct.fits(self.template.line(line)[pos]) {
+        if pos >= n || !ct.fits(self.slots[line][pos]) {
             return false;
         }
         let end = pos == n - 1;
@@ -451,6 +456,14 @@ impl Verse {
         self.lines.push(text);
         self.pending.clear();
     }
+}
+
+fn slots_of(template: Template) -> Arc<Vec<Vec<Slot>>> {
+    Arc::new(
+        (0..template.form.lines())
+            .map(|i| template.line(i))
+            .collect(),
+    )
 }
 
 /// Whether a word of `len` characters may start at `pos` of a line of `n`

@@ -63,7 +63,7 @@ pub async fn show(ctx: Context<'_>) -> Result<(), BotError> {
     Ok(())
 }
 
-/// 修改设置：top_k（1–16）、form、poet（t5/llm）、candidates（1–16）、auto_reply（on/off）、user_cooldown（秒）
+/// 修改设置：top_k（1–16）、form、poet（t5/llm）、candidates（1–32）、auto_reply（on/off）、user_cooldown（秒）
 #[poise::command(slash_command)]
 pub async fn set(
     ctx: Context<'_>,

@@ -4,6 +4,7 @@ use poise::serenity_prelude as serenity;
 
 use crate::bot::reply::{self, Recipe};
 use crate::bot::types::{BotError, Context};
+use crate::config::{bounds, out_of};
 use crate::pipeline::Request;
 use crate::poem::Form;
 
@@ -64,9 +65,10 @@ pub async fn poem(
     #[description = "一张照片"] image: Option<serenity::Attachment>,
     #[description = "体裁"] form: Option<FormChoice>,
     #[description = "藏头诗：每句开头的字，如：春江花月"] acrostic: Option<String>,
-    #[description = "候选首数（1–16）"]
+    // Discord enforces config::bounds::CANDIDATES here; the handler checks again.
+    #[description = "候选首数（1–32）"]
     #[min = 1]
-    #[max = 16]
+    #[max = 32]
     candidates: Option<u32>,
 ) -> Result<(), BotError> {
     let keywords = crate::keywords::split_keywords(&keywords.unwrap_or_default());
@@ -78,6 +80,9 @@ pub async fn poem(
         )
         .await?;
         return Ok(());
+    }
+    if let Some(message) = candidates.and_then(|c| out_of(&bounds::CANDIDATES, c as usize)) {
+        return Err(BotError::Input(format!("candidates {message}")));
     }
     let data = ctx.data();
     data.admit(ctx.author().id.get(), ctx.channel_id().get())?;
@@ -103,7 +108,7 @@ pub async fn poem(
             Request::Photo {
                 bytes,
                 keywords,
-                vocabulary: settings.keywords.clone(),
+                vocabulary: settings.keyword_list(),
                 top_k: settings.top_k,
                 options,
             }
