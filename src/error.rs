@@ -97,11 +97,10 @@ pub enum PoemError {
 pub enum LlmError {
     #[error("the LLM {model} has no {what}; a model directory needs config.json, tokenizer.json and *.safetensors weights")]
     Missing { model: String, what: &'static str },
-    #[error("the LLM {model} could not be loaded: {source:#}")]
-    Load {
-        model: String,
-        source: anyhow::Error,
-    },
+    /// (`cause` is shown in the message, not chained as a source: it is one
+    /// line, and `main` prints sources again.)
+    #[error("the LLM {model} could not be loaded: {cause:#}")]
+    Load { model: String, cause: anyhow::Error },
     #[error("the LLM {model} knows only {found} Chinese characters; choose a model that writes Chinese, such as Qwen/Qwen3-1.7B")]
     NoChinese { model: String, found: usize },
     #[error("this yingshi was built without the LLM poet; build it with `--features llm`")]

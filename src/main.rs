@@ -580,6 +580,10 @@ fn attach_llm(
         },
         isq: (!config.models.llm_isq.is_empty()).then(|| config.models.llm_isq.clone()),
         cpu: placement.device.is_cpu(),
+        corpus_lines: Some(
+            Config::resolve(&config.models.poet_dir).join(yingshi::poem::LINE_FILTER_FILE),
+        )
+        .filter(|path| path.exists()),
     };
     pipeline.llm = Some(LlmPoet::load(&spec).map_err(PoemError::from)?);
     Ok(())

@@ -598,6 +598,17 @@ async fn photo_posts_slash_commands_and_settings() {
         .expect("POST", "/interactions/706/tok706/callback")
         .await;
 
+    // The LLM poet is a channel's choice only where the bot has loaded one.
+    discord.send("INTERACTION_CREATE", set("7060", "poet", "llm", "16"));
+    let refused = discord
+        .expect("POST", "/interactions/7060/tok7060/callback")
+        .await;
+    assert!(
+        refused.text().contains("没有加载大模型"),
+        "{:?}",
+        refused.body
+    );
+
     // A user cooldown: the second request within it is told to wait.
     discord.send(
         "INTERACTION_CREATE",

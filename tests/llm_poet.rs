@@ -19,6 +19,7 @@ fn poet() -> LlmPoet {
         model: fixture().to_string_lossy().into_owned(),
         isq: None,
         cpu: true,
+        corpus_lines: None,
     })
     .unwrap()
 }

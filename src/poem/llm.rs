@@ -30,6 +30,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::meter::Template;
+use super::novelty::LineFilter;
 use super::rhyme::{is_han, RhymeTable};
 use super::rules::{CharTones, Plan, Rules, Verse};
 use super::{rank, Candidate, LineRequest, PoemRequest, Sampling, ScoreWeights};
@@ -50,6 +51,9 @@ pub struct LlmSpec {
     pub isq: Option<String>,
     /// Run on the CPU even where a GPU is found.
     pub cpu: bool,
+    /// The training corpus's line filter (the T5's `train_lines.bloom`), so
+    /// that the LLM copies no corpus line either.
+    pub corpus_lines: Option<PathBuf>,
 }
 
 /// What each token of the vocabulary is, worked out once.
@@ -174,7 +178,7 @@ impl TokenTable {
         if ends.is_empty() {
             return Err(LlmError::Load {
                 model: model.to_owned(),
-                source: anyhow::anyhow!(
+                cause: anyhow::anyhow!(
                     "no end-of-answer token: neither its tokenizer_config.json (eos_token) nor its generation_config.json (eos_token_id) names one"
                 ),
             });
@@ -548,7 +552,7 @@ impl LlmPoet {
         if let Some(isq) = &spec.isq {
             let isq: IsqType = parse_isq_value(isq, None).map_err(|e| LlmError::Load {
                 model: spec.model.clone(),
-                source: anyhow::anyhow!("unknown quantization '{isq}': {e}"),
+                cause: anyhow::anyhow!("unknown quantization '{isq}': {e}"),
             })?;
             builder = builder.with_isq(isq);
         }
@@ -556,9 +560,18 @@ impl LlmPoet {
             .block_on(builder.build())
             .map_err(|source| LlmError::Load {
                 model: spec.model.clone(),
-                source,
+                cause: source,
             })?;
-        let rules = Rules::new(table.tones.values(), None);
+        let novelty = spec
+            .corpus_lines
+            .as_deref()
+            .map(LineFilter::load)
+            .transpose()
+            .map_err(|e| LlmError::Load {
+                model: spec.model.clone(),
+                cause: e.into(),
+            })?;
+        let rules = Rules::new(table.tones.values(), novelty);
         Ok(Self {
             runtime,
             model,
@@ -813,14 +826,14 @@ fn check_dir(dir: &Path, model: &str) -> Result<(), LlmError> {
 fn hub_file(model: &str, name: &str) -> Result<Option<PathBuf>, LlmError> {
     let api = hf_hub::api::sync::Api::new().map_err(|e| LlmError::Load {
         model: model.to_owned(),
-        source: e.into(),
+        cause: e.into(),
     })?;
     match api.model(model.to_owned()).get(name) {
         Ok(path) => Ok(Some(path)),
         Err(_) if name != "tokenizer.json" => Ok(None),
         Err(e) => Err(LlmError::Load {
             model: model.to_owned(),
-            source: anyhow::anyhow!(
+            cause: anyhow::anyhow!(
                 "{e}; is the id right, and is the hub reachable (or the model in the local cache)?"
             ),
         }),
@@ -918,6 +931,23 @@ mod tests {
         assert!(!fresh.feed(&ctx, &table, "白日\n".as_bytes()));
         assert!(w.feed(&ctx, &table, "，\n".as_bytes()));
         assert!(w.feed(&ctx, &table, "黄".as_bytes()));
+    }
+
+    #[test]
+    fn a_corpus_line_is_refused_with_the_line_filter() {
+        let table = table();
+        let mut ctx = context(&table, Form::WuJue);
+        let filter = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/poet-t5")
+            .join(crate::poem::LINE_FILTER_FILE);
+        ctx.rules = Arc::new(Rules::new(
+            table.tones.values(),
+            Some(LineFilter::load(&filter).unwrap()),
+        ));
+        let mut w = writing();
+        assert!(w.feed(&ctx, &table, "白日依山".as_bytes()));
+        // 登鹳雀楼's first line is the corpus's: its last character is refused.
+        assert!(!w.clone().feed(&ctx, &table, "尽".as_bytes()));
     }
 
     #[test]
