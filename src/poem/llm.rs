@@ -513,7 +513,6 @@ impl CustomLogitsProcessor for RuleMask {
 pub struct LlmPoet {
     runtime: tokio::runtime::Runtime,
     model: Model,
-    name: String,
     table: Arc<TokenTable>,
     rules: Arc<Rules>,
 }
@@ -575,15 +574,9 @@ impl LlmPoet {
         Ok(Self {
             runtime,
             model,
-            name: spec.model.clone(),
             table: Arc::new(table),
             rules: Arc::new(rules),
         })
-    }
-
-    /// The model's name as the user gave it.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// The candidates of each request, in the requests' order; each
