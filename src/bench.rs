@@ -62,7 +62,7 @@ impl PoemBench<'_> {
     }
 
     /// The same work in Python `transformers`, or why it could not run.
-    pub fn run_python(&self, reference: &Reference) -> Result<PoemTiming, String> {
+    pub fn run_python(&self, reference: &Reference) -> Result<PoemTiming, ReferenceError> {
         let mut cmd = reference.command("poem");
         cmd.arg("--model")
             .arg(self.model_dir)
@@ -140,7 +140,7 @@ impl ClipBench<'_> {
         })
     }
 
-    pub fn run_python(&self, reference: &Reference) -> Result<ClipTiming, String> {
+    pub fn run_python(&self, reference: &Reference) -> Result<ClipTiming, ReferenceError> {
         let mut cmd = reference.command("clip");
         cmd.arg("--model")
             .arg(self.model_dir)
@@ -260,7 +260,7 @@ impl ServeBench<'_> {
         })
     }
 
-    pub fn run_python(&self, reference: &Reference) -> Result<Vec<ServeTiming>, String> {
+    pub fn run_python(&self, reference: &Reference) -> Result<Vec<ServeTiming>, ReferenceError> {
         let mut cmd = reference.command("serve");
         cmd.arg("--clip-model")
             .arg(self.clip_dir)
@@ -295,7 +295,10 @@ impl ServeBench<'_> {
         let v = run_reference(cmd)?;
         v["levels"]
             .as_array()
-            .ok_or_else(|| format!("reference output lacks levels: {v}"))?
+            .ok_or_else(|| ReferenceError::Lacks {
+                key: "levels",
+                output: v.to_string(),
+            })?
             .iter()
             .map(|level| {
                 Ok(ServeTiming {
@@ -327,30 +330,55 @@ impl Reference<'_> {
     }
 }
 
-fn field(v: &serde_json::Value, key: &str) -> Result<f64, String> {
-    v[key]
-        .as_f64()
-        .ok_or_else(|| format!("reference output lacks {key}: {v}"))
+/// Why the Python reference gave no timing (shown in the table, in its place).
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("cannot start {program}: {cause}")]
+    Start {
+        program: String,
+        cause: std::io::Error,
+    },
+    #[error("the Python reference failed: {last_line}")]
+    Failed { last_line: String },
+    #[error("unreadable reference output ({cause}): {line}")]
+    Unreadable {
+        line: String,
+        cause: serde_json::Error,
+    },
+    #[error("reference output lacks {key}: {output}")]
+    Lacks { key: &'static str, output: String },
+}
+
+fn field(v: &serde_json::Value, key: &'static str) -> Result<f64, ReferenceError> {
+    v[key].as_f64().ok_or_else(|| ReferenceError::Lacks {
+        key,
+        output: v.to_string(),
+    })
 }
 
 /// Runs a reference script and reads the JSON line it prints last.
-fn run_reference(mut cmd: Command) -> Result<serde_json::Value, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+fn run_reference(mut cmd: Command) -> Result<serde_json::Value, ReferenceError> {
+    let out = cmd.output().map_err(|cause| ReferenceError::Start {
+        program: cmd.get_program().to_string_lossy().into_owned(),
+        cause,
+    })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let last = err.lines().last().unwrap_or("no output");
-        return Err(format!("the Python reference failed: {last}"));
+        return Err(ReferenceError::Failed {
+            last_line: err.lines().last().unwrap_or("no output").to_owned(),
+        });
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).map_err(|e| format!("unreadable reference output ({e}): {line}"))
+    serde_json::from_str(line).map_err(|cause| ReferenceError::Unreadable {
+        line: line.to_owned(),
+        cause,
+    })
 }
 
 impl PoemTiming {
     /// Ours beside the reference's (or why it did not run), as `bench` prints it.
-    pub fn report(rust: &PoemTiming, python: &Result<PoemTiming, String>) -> String {
+    pub fn report(rust: &PoemTiming, python: &Result<PoemTiming, ReferenceError>) -> String {
         let mut out = format!(
             "  rust (constrained)     {:>9.1} ms/poem {:>9.0} tokens/s\n",
             rust.ms_per_poem, rust.tokens_per_s
@@ -374,7 +402,7 @@ impl PoemTiming {
 
 impl ClipTiming {
     /// Ours beside the reference's (or why it did not run), as `bench` prints it.
-    pub fn report(rust: &ClipTiming, python: &Result<ClipTiming, String>) -> String {
+    pub fn report(rust: &ClipTiming, python: &Result<ClipTiming, ReferenceError>) -> String {
         let mut out = format!(
             "  rust                   {:>9.1} ms/photo {:>8.2} s vocabulary\n",
             rust.image_ms, rust.vocabulary_s
@@ -399,7 +427,7 @@ impl ClipTiming {
 
 impl ServeTiming {
     /// A row per concurrency level, ours beside the reference's, as `bench --serve` prints it.
-    pub fn report(rust: &[ServeTiming], python: &Result<Vec<ServeTiming>, String>) -> String {
+    pub fn report(rust: &[ServeTiming], python: &Result<Vec<ServeTiming>, ReferenceError>) -> String {
         let mut out = String::from(
             "  concurrency  rust p50/p95 ms   photos/s | python p50/p95 ms   photos/s | time ratio\n",
         );

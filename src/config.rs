@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::device::DeviceSetting;
+use crate::device::{DeviceSetting, PlacementError};
 use crate::error::ConfigError;
 use crate::poem::{Form, PoetChoice};
 
@@ -104,6 +104,7 @@ pub struct Discord {
     pub token: Secret,
     pub proxy: String,
     pub state_file: String,
+    pub shards: crate::bot::shards::Shards,
 }
 
 /// A string that never shows in a log line or a Debug print.
@@ -255,35 +256,40 @@ impl Config {
     /// `models.device` and `models.dtype` as written, without setting up a
     /// device: [`Config::placement`] does that once, after the CPU threads are pinned.
     fn check_placement(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str| {
-            let key = key.to_owned();
-            move |message| ConfigError::Invalid { key, message }
-        };
-        let device = DeviceSetting::parse(&self.models.device).map_err(invalid("models.device"))?;
+        let device = DeviceSetting::parse(&self.models.device).map_err(|problem| {
+            ConfigError::Placement {
+                key: "models.device",
+                problem,
+            }
+        })?;
         let dtype = &self.models.dtype;
-        if device == DeviceSetting::Cpu {
-            crate::device::parse_dtype(dtype, &candle_core::Device::Cpu)
-                .map_err(invalid("models.dtype"))?;
-        } else if !["auto", "f32", "bf16"].contains(&dtype.as_str()) {
-            return Err(invalid("models.dtype")(format!(
-                "'{dtype}': expected auto, f32 or bf16"
-            )));
+        let dtype_problem = if device == DeviceSetting::Cpu {
+            crate::device::parse_dtype(dtype, &candle_core::Device::Cpu).err()
+        } else {
+            (!["auto", "f32", "bf16"].contains(&dtype.as_str()))
+                .then(|| PlacementError::Dtype(dtype.clone()))
+        };
+        match dtype_problem {
+            Some(problem) => Err(ConfigError::Placement {
+                key: "models.dtype",
+                problem,
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The device and dtype the models run on, from `models.device` and `models.dtype`.
     pub fn placement(&self) -> Result<crate::device::Placement, ConfigError> {
-        let device = crate::device::parse_device(&self.models.device).map_err(|message| {
-            ConfigError::Invalid {
-                key: "models.device".into(),
-                message,
+        let device = crate::device::parse_device(&self.models.device).map_err(|problem| {
+            ConfigError::Placement {
+                key: "models.device",
+                problem,
             }
         })?;
-        let dtype = crate::device::parse_dtype(&self.models.dtype, &device).map_err(|message| {
-            ConfigError::Invalid {
-                key: "models.dtype".into(),
-                message,
+        let dtype = crate::device::parse_dtype(&self.models.dtype, &device).map_err(|problem| {
+            ConfigError::Placement {
+                key: "models.dtype",
+                problem,
             }
         })?;
         Ok(crate::device::Placement { device, dtype })
@@ -466,6 +472,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("poem.form") && err.contains("十绝"), "{err}");
+        let err = load(None, &[("YINGSHI_DISCORD__SHARDS", "8/8")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("discord.shards") && err.contains("8/8"), "{err}");
+        let c = load(None, &[("YINGSHI_DISCORD__SHARDS", "0-3/8")]).unwrap();
+        assert_eq!(c.discord.shards.to_string(), "0-3/8");
     }
 
     #[test]

@@ -8,8 +8,24 @@ pub struct Placement {
     pub dtype: DType,
 }
 
+/// A `models.device` or `models.dtype` that cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PlacementError {
+    #[error("'{0}': expected cpu, auto or cuda:N")]
+    Device(String),
+    #[error("'{setting}': no usable GPU ({cause}); build with --features cuda, or use cpu")]
+    NoGpu {
+        setting: String,
+        cause: Box<candle_core::Error>,
+    },
+    #[error("'bf16' is for a GPU; use f32 (or auto) on the CPU")]
+    Bf16OnCpu,
+    #[error("'{0}': expected auto, f32 or bf16")]
+    Dtype(String),
+}
+
 impl Placement {
-    pub fn parse(device: &str, dtype: &str) -> Result<Self, String> {
+    pub fn parse(device: &str, dtype: &str) -> Result<Self, PlacementError> {
         let device = parse_device(device)?;
         let dtype = parse_dtype(dtype, &device)?;
         Ok(Self { device, dtype })
@@ -51,7 +67,7 @@ pub enum DeviceSetting {
 }
 
 impl DeviceSetting {
-    pub fn parse(setting: &str) -> Result<Self, String> {
+    pub fn parse(setting: &str) -> Result<Self, PlacementError> {
         match setting {
             "cpu" => Ok(DeviceSetting::Cpu),
             "auto" => Ok(DeviceSetting::Auto),
@@ -59,13 +75,13 @@ impl DeviceSetting {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse::<usize>().ok())
                 .map(DeviceSetting::Cuda)
-                .ok_or_else(|| format!("'{setting}': expected cpu, auto or cuda:N")),
+                .ok_or_else(|| PlacementError::Device(setting.to_owned())),
         }
     }
 }
 
 /// `cpu`, `cuda:N` or `auto` (the first GPU when this build has CUDA and one is usable).
-pub fn parse_device(setting: &str) -> Result<Device, String> {
+pub fn parse_device(setting: &str) -> Result<Device, PlacementError> {
     match DeviceSetting::parse(setting)? {
         DeviceSetting::Cpu => Ok(Device::Cpu),
         DeviceSetting::Auto => Ok(match Device::cuda_if_available(0) {
@@ -80,25 +96,26 @@ pub fn parse_device(setting: &str) -> Result<Device, String> {
                 Device::Cpu
             }
         }),
-        DeviceSetting::Cuda(ordinal) => Device::new_cuda(ordinal).map_err(|e| {
-            format!("'{setting}': no usable GPU ({e}); build with --features cuda, or use cpu")
-        }),
+        DeviceSetting::Cuda(ordinal) => {
+            Device::new_cuda(ordinal).map_err(|e| PlacementError::NoGpu {
+                setting: setting.to_owned(),
+                cause: Box::new(e),
+            })
+        }
     }
 }
 
 /// `auto` (bf16 on a GPU, f32 on the CPU), `f32` or `bf16`. Not f16: T5's
 /// activations overflow it, and candle's Chinese-CLIP text mask turns to NaN in it.
-pub fn parse_dtype(setting: &str, device: &Device) -> Result<DType, String> {
+pub fn parse_dtype(setting: &str, device: &Device) -> Result<DType, PlacementError> {
     match setting {
         "auto" if device.is_cpu() => Ok(DType::F32),
         // bf16 keeps f32's range: T5's activations overflow f16.
         "auto" => Ok(DType::BF16),
         "f32" => Ok(DType::F32),
-        "bf16" if device.is_cpu() => {
-            Err("'bf16' is for a GPU; use f32 (or auto) on the CPU".into())
-        }
+        "bf16" if device.is_cpu() => Err(PlacementError::Bf16OnCpu),
         "bf16" => Ok(DType::BF16),
-        _ => Err(format!("'{setting}': expected auto, f32 or bf16")),
+        _ => Err(PlacementError::Dtype(setting.to_owned())),
     }
 }
 
@@ -108,16 +125,18 @@ mod tests {
 
     #[test]
     fn dtypes_follow_the_device() {
-        assert_eq!(parse_dtype("auto", &Device::Cpu), Ok(DType::F32));
-        assert!(parse_dtype("bf16", &Device::Cpu)
-            .unwrap_err()
-            .contains("GPU"));
-        assert!(parse_dtype("f16", &Device::Cpu)
-            .unwrap_err()
-            .contains("bf16"));
-        assert!(parse_dtype("f8", &Device::Cpu)
-            .unwrap_err()
-            .contains("bf16"));
-        assert!(parse_device("cuda:x").unwrap_err().contains("cuda:N"));
+        assert!(matches!(parse_dtype("auto", &Device::Cpu), Ok(DType::F32)));
+        assert!(matches!(
+            parse_dtype("bf16", &Device::Cpu),
+            Err(PlacementError::Bf16OnCpu)
+        ));
+        assert!(matches!(
+            parse_dtype("f16", &Device::Cpu),
+            Err(PlacementError::Dtype(d)) if d == "f16"
+        ));
+        assert!(matches!(
+            parse_device("cuda:x"),
+            Err(PlacementError::Device(_))
+        ));
     }
 }

@@ -1,11 +1,12 @@
 //! Errors, one enum per layer, joined in [`Error`]; each says what went wrong
-//! in words a user can act on. `main` maps them to exit codes.
+//! in words a user can act on. `main` maps them to exit codes and prints each
+//! error's chain of sources, so a message does not repeat its source.
 
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the config file {path}: {source}")]
+    #[error("cannot read the config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -14,6 +15,11 @@ pub enum ConfigError {
     Syntax { path: PathBuf, message: String },
     #[error("config key `{key}`: {message}")]
     Invalid { key: String, message: String },
+    #[error("config key `{key}`: {problem}")]
+    Placement {
+        key: &'static str,
+        problem: crate::device::PlacementError,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,21 +40,41 @@ pub enum PhotoError {
     },
     #[error("the photo cannot be read (damaged or cut short?): {0}")]
     Unreadable(String),
-    #[error("image preprocessing: {0}")]
-    Preprocessor(String),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("the model file {path} is missing or unreadable ({source})")]
+    #[error("the model file {path} is missing or unreadable")]
     MissingFile {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Format(String),
-    #[error("Chinese-CLIP is not available: {0}")]
-    ClipUnavailable(String),
+    #[error("the model file {path} is not valid JSON of its kind")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("the tokenizer {path} cannot be loaded")]
+    TokenizerFile {
+        path: PathBuf,
+        source: tokenizers::Error,
+    },
+    #[error("the tokenizer failed: {0}")]
+    Tokenize(tokenizers::Error),
+    /// A file that reads but describes something this program cannot run.
+    #[error("the model file {path} is not usable: {problem}")]
+    Unsupported { path: PathBuf, problem: String },
+    #[error("candle's Chinese-CLIP text model gives NaN in f16; use bf16 or f32")]
+    ClipF16,
+    #[error("{dir} is not a Chinese-CLIP directory: it needs {needed}", needed = crate::embedding::NEEDED_FILES)]
+    NotClipDir { dir: PathBuf },
+    #[error("cannot download {repo} from the Hugging Face hub. Offline, download it elsewhere and point --clip-model (or models.clip_dir) at a directory with {needed}", needed = crate::embedding::NEEDED_FILES)]
+    ClipDownload {
+        repo: String,
+        source: hf_hub::api::sync::ApiError,
+    },
+    #[error("{repo} is not in the Hugging Face cache and HF_HUB_OFFLINE=1; download it elsewhere and point --clip-model (or models.clip_dir) at a directory with {needed}", needed = crate::embedding::NEEDED_FILES)]
+    ClipOffline { repo: String },
     #[error("cannot load the weights in {0}: {1}")]
     Weights(PathBuf, Box<candle_core::Error>),
     #[error("the model failed while computing: {0}")]
@@ -66,13 +92,29 @@ impl From<candle_core::Error> for ModelError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeywordError {
-    #[error("cannot read the keyword file {path}: {source}")]
+    #[error("cannot read the keyword file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the keyword file {path} is not in a known format: {message}")]
-    Format { path: PathBuf, message: String },
+    #[error("the keyword file {path} is not in a known format: {problem}")]
+    Format {
+        path: PathBuf,
+        problem: VocabularyError,
+    },
+}
+
+/// What is wrong with a keyword file's text.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum VocabularyError {
+    #[error("line {0}: expected `[主题] 关键词:提示语 | …`")]
+    NotAnEntry(usize),
+    #[error("line {0}: a keyword is empty")]
+    EmptyKeyword(usize),
+    #[error("no keywords in the file")]
+    NoKeywords,
+    #[error("the keyword {0} is listed twice")]
+    Twice(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +206,9 @@ pub enum Error {
     /// The user's input is wrong (bad arguments, a poem that fails the check…).
     #[error("{0}")]
     Input(String),
+    /// The bot's saved settings cannot be read.
+    #[error(transparent)]
+    State(#[from] crate::bot::state::StateError),
     /// The bot could not start or lost its connection.
     #[error("{0}")]
     Service(String),
@@ -188,6 +233,7 @@ impl Error {
             | Error::Photo(_)
             | Error::Keywords(_)
             | Error::Reading(_)
+            | Error::State(_)
             | Error::Poem(
                 PoemError::Acrostic(_)
                 | PoemError::Lines(_)

@@ -585,7 +585,7 @@ fn attach_llm(
         )
         .filter(|path| path.exists()),
     };
-    pipeline.llm = Some(LlmPoet::load(&spec).map_err(PoemError::from)?);
+    pipeline.attach_llm(LlmPoet::load(&spec).map_err(PoemError::from)?);
     Ok(())
 }
 

@@ -208,11 +208,11 @@ pub struct PoemResult {
 }
 
 pub struct Pipeline {
-    pub poet: Poet,
+    poet: Poet,
     /// The chat LLM, for requests that choose it.
     #[cfg(feature = "llm")]
-    pub llm: Option<LlmPoet>,
-    pub matcher: Option<Matcher>,
+    llm: Option<LlmPoet>,
+    matcher: Option<Matcher>,
     sampling: Sampling,
     clip_weight: f64,
     top_k: usize,
@@ -244,6 +244,12 @@ impl Pipeline {
             top_k: config.keywords.top_k,
             diverse: config.keywords.diverse,
         }
+    }
+
+    /// Gives the pipeline a chat LLM for requests that choose it.
+    #[cfg(feature = "llm")]
+    pub fn attach_llm(&mut self, llm: LlmPoet) {
+        self.llm = Some(llm);
     }
 
     /// Whether a chat LLM is loaded for requests that choose it.

@@ -1,6 +1,7 @@
 //! The real serenity/poise client against a fake Discord on 127.0.0.1: REST
 //! through `discord.proxy` (rate limiter off), a websocket gateway (HELLO →
-//! IDENTIFY → READY → events), and the CDN behind the same proxy.
+//! IDENTIFY → READY → events, each guild's on its shard's connection), and the
+//! CDN behind the same proxy.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -150,9 +151,13 @@ fn imagery(embed: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A connection's event queue and the `[id, total]` it identified with.
+type Shard = (mpsc::UnboundedSender<(String, Value)>, (u64, u64));
+
 struct FakeDiscord {
     proxy: String,
-    events: mpsc::UnboundedSender<(String, Value)>,
+    /// Every gateway connection that has identified, in order.
+    shards: Arc<std::sync::Mutex<Vec<Shard>>>,
     seen: Arc<Mutex<mpsc::UnboundedReceiver<Seen>>>,
 }
 
@@ -163,7 +168,6 @@ impl FakeDiscord {
         let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gateway_url = format!("ws://{}", gateway.local_addr().unwrap());
         let (seen_tx, seen_rx) = mpsc::unbounded_channel();
-        let (events, mut event_rx) = mpsc::unbounded_channel::<(String, Value)>();
         let url = gateway_url.clone();
         tokio::spawn(async move {
             loop {
@@ -174,44 +178,37 @@ impl FakeDiscord {
                 tokio::spawn(serve_rest(socket, seen, url));
             }
         });
+        let shards = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let registry = shards.clone();
         tokio::spawn(async move {
-            let (socket, _) = gateway.accept().await.unwrap();
-            let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
-            ws.send(Ws::text(
-                json!({"op": 10, "d": {"heartbeat_interval": 45000}}).to_string(),
-            ))
-            .await
-            .unwrap();
-            let mut seq = 0;
             loop {
-                tokio::select! {
-                    incoming = ws.next() => {
-                        let Some(Ok(Ws::Text(text))) = incoming else { continue };
-                        let v: Value = serde_json::from_str(&text).unwrap();
-                        match v["op"].as_u64() {
-                            Some(2) => {
-                                seq += 1;
-                                let ready = json!({"op": 0, "s": seq, "t": "READY", "d": {
-                                    "v": 10, "user": user(BOT, "yingshi", true), "guilds": [],
-                                    "session_id": "s1", "resume_gateway_url": url, "shard": [0, 1],
-                                    "application": {"id": BOT, "flags": 0}}});
-                                ws.send(Ws::text(ready.to_string())).await.unwrap();
-                            }
-                            Some(1) => ws.send(Ws::text(json!({"op": 11}).to_string())).await.unwrap(),
-                            _ => {}
-                        }
-                    }
-                    Some((kind, data)) = event_rx.recv() => {
-                        seq += 1;
-                        ws.send(Ws::text(json!({"op": 0, "s": seq, "t": kind, "d": data}).to_string())).await.unwrap();
-                    }
-                }
+                let Ok((socket, _)) = gateway.accept().await else {
+                    return;
+                };
+                tokio::spawn(serve_gateway(socket, url.clone(), registry.clone()));
             }
         });
         Self {
             proxy,
-            events,
+            shards,
             seen: Arc::new(Mutex::new(seen_rx)),
+        }
+    }
+
+    /// The `[id, total]` of each of the first `count` connections to identify.
+    async fn identified(&self, count: usize) -> Vec<(u64, u64)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let shards: Vec<_> = self.shards.lock().unwrap().iter().map(|s| s.1).collect();
+            if shards.len() >= count {
+                return shards;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {count} shards identified within 60 s",
+                shards.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -250,8 +247,67 @@ impl FakeDiscord {
         all
     }
 
+    /// Sends an event as Discord does: on the shard of its guild,
+    /// `(guild_id >> 22) % total`, of the connections that identified.
     fn send(&self, kind: &str, data: Value) {
-        self.events.send((kind.to_owned(), data)).unwrap();
+        let guild: u64 = data["guild_id"].as_str().map_or(0, |g| g.parse().unwrap());
+        let shards = self.shards.lock().unwrap();
+        let (events, _) = shards
+            .iter()
+            .find(|(_, (id, total))| (guild >> 22) % total == *id)
+            .unwrap_or_else(|| panic!("no shard connected for guild {guild}"));
+        events.send((kind.to_owned(), data)).unwrap();
+    }
+}
+
+/// One gateway connection: HELLO, then READY for the shard it identifies as,
+/// heartbeat ACKs, and the events sent to that shard.
+async fn serve_gateway(
+    socket: tokio::net::TcpStream,
+    url: String,
+    shards: Arc<std::sync::Mutex<Vec<Shard>>>,
+) {
+    let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+    ws.send(Ws::text(
+        json!({"op": 10, "d": {"heartbeat_interval": 45000}}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let (events, mut event_rx) = mpsc::unbounded_channel::<(String, Value)>();
+    let mut events = Some(events);
+    let mut seq = 0;
+    loop {
+        tokio::select! {
+            incoming = ws.next() => {
+                let text = match incoming {
+                    Some(Ok(Ws::Text(text))) => text,
+                    Some(Ok(_)) => continue,
+                    None | Some(Err(_)) => return,
+                };
+                let v: Value = serde_json::from_str(&text).unwrap();
+                match v["op"].as_u64() {
+                    Some(2) => {
+                        let shard = &v["d"]["shard"];
+                        let shard = (shard[0].as_u64().unwrap(), shard[1].as_u64().unwrap());
+                        seq += 1;
+                        let ready = json!({"op": 0, "s": seq, "t": "READY", "d": {
+                            "v": 10, "user": user(BOT, "yingshi", true), "guilds": [],
+                            "session_id": format!("s{}", shard.0), "resume_gateway_url": url,
+                            "shard": [shard.0, shard.1], "application": {"id": BOT, "flags": 0}}});
+                        ws.send(Ws::text(ready.to_string())).await.unwrap();
+                        if let Some(events) = events.take() {
+                            shards.lock().unwrap().push((events, shard));
+                        }
+                    }
+                    Some(1) => ws.send(Ws::text(json!({"op": 11}).to_string())).await.unwrap(),
+                    _ => {}
+                }
+            }
+            Some((kind, data)) = event_rx.recv() => {
+                seq += 1;
+                ws.send(Ws::text(json!({"op": 0, "s": seq, "t": kind, "d": data}).to_string())).await.unwrap();
+            }
+        }
     }
 }
 
@@ -730,6 +786,90 @@ async fn photo_posts_slash_commands_and_settings() {
     let mut matched = imagery(&seen.last().unwrap().body["embeds"][0]);
     matched.sort();
     assert_eq!(matched, ["渔舟", "狸奴"]);
+}
+
+/// Two processes, shards 0/2 and 1/2: each identifies as its shard, answers
+/// the events of its guilds, and keeps their channels' settings in its own
+/// state file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_answer_their_own_guilds() {
+    let discord = FakeDiscord::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("state.json");
+    for shards in ["0/2", "1/2"] {
+        start_bot_with(
+            &discord,
+            &state_file,
+            dir.path(),
+            &[("YINGSHI_DISCORD__SHARDS", shards)],
+        );
+    }
+    let mut identified = discord.identified(2).await;
+    identified.sort();
+    assert_eq!(identified, [(0, 2), (1, 2)]);
+    for _ in 0..2 {
+        discord.expect("PUT", "/applications/100/commands").await;
+    }
+
+    // Guild 300 is on shard 0; guild 1 << 22 on shard 1.
+    let (guild_a, channel_a) = ("300", "200");
+    let (guild_b, channel_b) = ((1u64 << 22).to_string(), "201");
+    let in_guild = |mut event: Value, guild: &str| {
+        event["guild_id"] = json!(guild);
+        event
+    };
+    let set_form = slash_from(
+        "740",
+        channel_b,
+        "42",
+        "config",
+        json!([{"name": "set", "type": 1, "options": [
+            {"name": "key", "type": 3, "value": "form"}, {"name": "value", "type": 3, "value": "七律"}]}]),
+        "16",
+    );
+    discord.send("INTERACTION_CREATE", in_guild(set_form, &guild_b));
+    let ok = discord
+        .expect("POST", "/interactions/740/tok740/callback")
+        .await;
+    assert!(ok.text().contains("form = 七律"), "{:?}", ok.body);
+    let saved = |shard: &str| {
+        std::fs::read_to_string(dir.path().join(format!("state.shards-{shard}-{shard}-of-2.json")))
+            .unwrap_or_default()
+    };
+    assert!(saved("1").contains(&format!("\"{channel_b}\"")), "{}", saved("1"));
+    assert!(!saved("0").contains(channel_b), "{}", saved("0"));
+    assert!(!state_file.exists(), "neither process writes the shared file");
+
+    // A photo in each guild: one answer each, from the process that has the
+    // channel's settings (七律 in guild B's channel, the default 七绝 in A's).
+    discord.send(
+        "MESSAGE_CREATE",
+        in_guild(photo_post("541", channel_a, "42"), guild_a),
+    );
+    discord.send(
+        "MESSAGE_CREATE",
+        in_guild(photo_post("542", channel_b, "43"), &guild_b),
+    );
+    let replies = |seen: &[Seen], channel: &str| -> Vec<Value> {
+        seen.iter()
+            .filter(|s| s.method == "POST" && s.path.ends_with(&format!("/channels/{channel}/messages")))
+            .map(|s| s.body.clone())
+            .collect()
+    };
+    let seen = discord
+        .collect(Duration::from_secs(60), |seen| {
+            replies(seen, channel_a).len() + replies(seen, channel_b).len() >= 2
+        })
+        .await;
+    // Anything a second process would have sent comes within a few seconds.
+    let late = discord.collect(Duration::from_secs(3), |_| false).await;
+    let seen = [seen, late].concat();
+    let (a, b) = (replies(&seen, channel_a), replies(&seen, channel_b));
+    assert_eq!((a.len(), b.len()), (1, 1), "{seen:?}");
+    assert_eq!(a[0]["message_reference"]["message_id"], "541");
+    assert_eq!(poem_lines(&a[0]["embeds"][0]).len(), 4);
+    assert_eq!(b[0]["message_reference"]["message_id"], "542");
+    assert_eq!(poem_lines(&b[0]["embeds"][0]).len(), 8);
 }
 
 fn rss_kib() -> u64 {

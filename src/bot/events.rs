@@ -1,5 +1,5 @@
 //! Gateway events the commands do not cover: photo posts, the 换一首 button
-//! and the 换一句 menu.
+//! and the 换一句 menu (and a log line as each shard comes up).
 
 use std::sync::Arc;
 
@@ -16,6 +16,12 @@ pub async fn handle(
     data: &Arc<Data>,
 ) -> Result<(), BotError> {
     match event {
+        serenity::FullEvent::Ready { data_about_bot } => {
+            if let Some(shard) = data_about_bot.shard {
+                tracing::info!(shard = %format!("{}/{}", shard.id, shard.total), guilds = data_about_bot.guilds.len(), "shard ready");
+            }
+            Ok(())
+        }
         serenity::FullEvent::Message { new_message } => photo_post(ctx, new_message, data).await,
         serenity::FullEvent::InteractionCreate {
             interaction: serenity::Interaction::Component(press),

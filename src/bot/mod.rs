@@ -14,6 +14,7 @@ pub mod download;
 pub mod events;
 pub mod ratelimit;
 pub mod reply;
+pub mod shards;
 pub mod state;
 pub mod types;
 
@@ -40,9 +41,9 @@ pub async fn run(config: Config, pipeline: Pipeline) -> Result<(), Error> {
         .then(|| url::Url::parse(&config.discord.proxy))
         .transpose()
         .map_err(|e| Error::Input(format!("discord.proxy: {e}")))?;
-    let state =
-        state::ChannelState::load(&crate::config::Config::resolve(&config.discord.state_file))
-            .map_err(Error::Input)?;
+    let shards = config.discord.shards;
+    let state_file = shards.state_file(&Config::resolve(&config.discord.state_file));
+    let state = state::ChannelState::load(&state_file)?;
     let downloader = download::Downloader::new(
         config.photo.max_bytes,
         Duration::from_secs(config.download.connect_timeout_secs),
@@ -101,7 +102,7 @@ pub async fn run(config: Config, pipeline: Pipeline) -> Result<(), Error> {
         })
         .setup(move |ctx, ready, framework| {
             Box::pin(async move {
-                tracing::info!(user = %ready.user.name, guilds = ready.guilds.len(), "connected to Discord");
+                tracing::info!(user = %ready.user.name, guilds = ready.guilds.len(), %shards, state = %state_file.display(), "connected to Discord");
                 poise::builtins::register_globally(ctx, &framework.options().commands).await?;
                 Ok(data)
             })
@@ -119,10 +120,14 @@ pub async fn run(config: Config, pipeline: Pipeline) -> Result<(), Error> {
         .framework(framework)
         .await
         .map_err(|e| Error::Service(format!("cannot start the Discord client: {e}")))?;
-    client
-        .start()
-        .await
-        .map_err(|e| Error::Service(format!("the Discord connection ended: {e}")))
+    let connected = match shards {
+        shards::Shards::Auto => client.start_autosharded().await,
+        // serenity's range is inclusive of its end, unlike Rust's.
+        shards::Shards::Range { first, last, total } => {
+            client.start_shard_range(first..last, total).await
+        }
+    };
+    connected.map_err(|e| Error::Service(format!("the Discord connection ended: {e}")))
 }
 
 /// One place for every error: tell the user kindly, log the rest, never fail.

@@ -109,10 +109,26 @@ impl ChannelSettings {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot save the bot's settings to {path}: {source}")]
+#[error("cannot save the bot's settings to {path}: {cause}")]
 pub struct SaveError {
     path: PathBuf,
-    source: std::io::Error,
+    /// Shown in the message (it reaches a user as one line), not chained.
+    cause: std::io::Error,
+}
+
+/// The saved settings cannot be read back at start.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read the settings file {path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the settings file {path} is damaged; move it away to start afresh")]
+    Damaged {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 pub struct ChannelState {
@@ -125,25 +141,23 @@ pub struct ChannelState {
 impl ChannelState {
     /// Loads the snapshot; a missing file is an empty state, a damaged one an
     /// error (so that it is never overwritten by an empty state).
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, StateError> {
         let mut channels = DashMap::new();
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                let saved: BTreeMap<u64, ChannelSettings> =
-                    serde_json::from_str(&text).map_err(|e| {
-                        format!(
-                            "the settings file {} is damaged ({e}); move it away to start afresh",
-                            path.display()
-                        )
+                let saved: BTreeMap<u64, ChannelSettings> = serde_json::from_str(&text)
+                    .map_err(|source| StateError::Damaged {
+                        path: path.to_owned(),
+                        source,
                     })?;
                 channels.extend(saved);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(format!(
-                    "cannot read the settings file {}: {e}",
-                    path.display()
-                ))
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
             }
         }
         Ok(Self {
@@ -183,9 +197,9 @@ impl ChannelState {
             .map(|e| (*e.key(), e.value().clone()))
             .collect();
         let text = serde_json::to_string_pretty(&snapshot).expect("settings serialise");
-        let err = |source| SaveError {
+        let err = |cause| SaveError {
             path: self.path.clone(),
-            source,
+            cause,
         };
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err)?;
@@ -249,10 +263,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("settings.json");
         std::fs::write(&path, "{ not json").unwrap();
-        let Err(message) = ChannelState::load(&path) else {
+        let Err(error) = ChannelState::load(&path) else {
             panic!("a damaged file loaded")
         };
-        assert!(message.contains("damaged"), "{message}");
+        assert!(matches!(error, StateError::Damaged { .. }), "{error}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{ not json");
     }
 }

@@ -102,24 +102,29 @@ fn logit_scale() -> f32 {
     2.6592
 }
 
-fn activation(name: &str) -> Result<Activation, String> {
-    match name {
+/// Reads the text of `config.json` (`path`, named in errors).
+pub fn parse(text: &str, path: &Path) -> Result<ChineseClipConfig, ModelError> {
+    let c: Clip = serde_json::from_str(text).map_err(|source| ModelError::Json {
+        path: path.to_owned(),
+        source,
+    })?;
+    let unsupported = |problem: String| ModelError::Unsupported {
+        path: path.to_owned(),
+        problem,
+    };
+    let activation = |name: &str| match name {
         "gelu" => Ok(Activation::Gelu),
         "gelu_new" => Ok(Activation::GeluNew),
         "quick_gelu" => Ok(Activation::QuickGelu),
         "relu" => Ok(Activation::Relu),
-        other => Err(format!("unsupported activation '{other}'")),
-    }
-}
-
-pub fn parse(text: &str) -> Result<ChineseClipConfig, String> {
-    let c: Clip = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        other => Err(unsupported(format!("the activation '{other}' is not supported"))),
+    };
     let (t, v) = (c.text_config, c.vision_config);
     if t.position_embedding_type != "absolute" {
-        return Err(format!(
+        return Err(unsupported(format!(
             "text position_embedding_type '{}' is not supported (absolute only)",
             t.position_embedding_type
-        ));
+        )));
     }
     let text_config = ChineseClipTextConfig {
         vocab_size: t.vocab_size,
@@ -162,7 +167,7 @@ pub fn tokenizer(dir: &Path) -> Result<Tokenizer, ModelError> {
     let json = dir.join("tokenizer.json");
     if json.exists() {
         return Tokenizer::from_file(&json)
-            .map_err(|e| ModelError::Format(format!("{}: {e}", json.display())));
+            .map_err(|source| ModelError::TokenizerFile { path: json, source });
     }
     let vocab = dir.join("vocab.txt");
     if !vocab.exists() {
@@ -174,18 +179,19 @@ pub fn tokenizer(dir: &Path) -> Result<Tokenizer, ModelError> {
             ),
         });
     }
-    let bad = |e: Box<dyn std::error::Error + Send + Sync>| {
-        ModelError::Format(format!("{}: {e}", vocab.display()))
-    };
     let wordpiece = WordPiece::from_file(&vocab.to_string_lossy())
         .unk_token("[UNK]".into())
         .build()
-        .map_err(bad)?;
+        .map_err(|source| ModelError::TokenizerFile {
+            path: vocab.clone(),
+            source,
+        })?;
     let mut tokenizer = Tokenizer::new(wordpiece);
     let id = |t: &str| {
-        tokenizer
-            .token_to_id(t)
-            .ok_or_else(|| ModelError::Format(format!("{}: no {t} token", vocab.display())))
+        tokenizer.token_to_id(t).ok_or_else(|| ModelError::Unsupported {
+            path: vocab.clone(),
+            problem: format!("it has no {t} token"),
+        })
     };
     let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
     tokenizer

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::ApiBuilder;
+use hf_hub::api::sync::{ApiBuilder, ApiError};
 use hf_hub::{Cache, Repo, RepoType};
 
 use crate::error::ModelError;
@@ -13,6 +13,9 @@ use crate::error::ModelError;
 const REQUIRED: [&str; 2] = ["config.json", "vocab.txt"];
 const OPTIONAL: [&str; 1] = ["preprocessor_config.json"];
 const WEIGHTS: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+/// What a directory needs, in the words of an error message.
+pub(crate) const NEEDED_FILES: &str =
+    "config.json, vocab.txt and model.safetensors or pytorch_model.bin";
 
 #[derive(Debug, Clone)]
 pub enum ClipSource {
@@ -25,11 +28,7 @@ pub fn locate(source: &ClipSource) -> Result<PathBuf, ModelError> {
     match source {
         ClipSource::Dir(dir) => {
             if !dir.join("config.json").exists() {
-                return Err(ModelError::ClipUnavailable(format!(
-                    "{} is not a Chinese-CLIP directory: {}",
-                    dir.display(),
-                    needed()
-                )));
+                return Err(ModelError::NotClipDir { dir: dir.clone() });
             }
             Ok(dir.clone())
         }
@@ -38,24 +37,15 @@ pub fn locate(source: &ClipSource) -> Result<PathBuf, ModelError> {
             if let Some(dir) = cached(&hub_repo) {
                 return Ok(dir);
             }
-            download(&hub_repo).map_err(|why| {
-                ModelError::ClipUnavailable(format!(
-                    "cannot download {repo} from the Hugging Face hub ({why}). Offline, download it \
-                     elsewhere and point --clip-model (or models.clip_dir) at a directory with {}",
-                    needed()
-                ))
+            if std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| v == "1") {
+                return Err(ModelError::ClipOffline { repo: repo.clone() });
+            }
+            download(&hub_repo).map_err(|source| ModelError::ClipDownload {
+                repo: repo.clone(),
+                source,
             })
         }
     }
-}
-
-fn needed() -> String {
-    format!(
-        "{} and {} or {}",
-        REQUIRED.join(", "),
-        WEIGHTS[0],
-        WEIGHTS[1]
-    )
 }
 
 /// The snapshot directory when every needed file is already in the cache.
@@ -70,30 +60,37 @@ fn cached(repo: &Repo) -> Option<PathBuf> {
     config.parent().map(Path::to_path_buf)
 }
 
-fn download(repo: &Repo) -> Result<PathBuf, String> {
-    if std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| v == "1") {
-        return Err("HF_HUB_OFFLINE=1 and the files are not in the cache".into());
-    }
+/// Downloads the model's files into the hub's cache; returns the snapshot
+/// directory (where `config.json` went).
+fn download(repo: &Repo) -> Result<PathBuf, ApiError> {
     let api = ApiBuilder::from_env()
         .with_progress(true)
-        .build()
-        .map_err(|e| e.to_string())?
+        .build()?
         .repo(repo.clone());
-    let mut dir = None;
-    for file in REQUIRED {
-        let path = api.get(file).map_err(|e| format!("{file}: {e}"))?;
-        dir = path.parent().map(Path::to_path_buf);
+    let config = api.get(REQUIRED[0])?;
+    for file in &REQUIRED[1..] {
+        api.get(file)?;
     }
     for file in OPTIONAL {
         // Missing optional files take the defaults.
         let _ = api.get(file);
     }
-    let mut last_error = String::new();
-    for file in WEIGHTS {
-        match api.get(file) {
-            Ok(_) => return dir.ok_or_else(|| "no snapshot directory".into()),
-            Err(e) => last_error = format!("{file}: {e}"),
+    // Either weights file will do.
+    api.get(WEIGHTS[0]).or_else(|_| api.get(WEIGHTS[1]))?;
+    Ok(config
+        .parent()
+        .expect("a downloaded file lies in a snapshot directory")
+        .to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_names_every_needed_file() {
+        for file in REQUIRED.iter().chain(&WEIGHTS) {
+            assert!(NEEDED_FILES.contains(file), "{file}");
         }
     }
-    Err(last_error)
 }

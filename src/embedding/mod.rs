@@ -22,6 +22,7 @@ use image::DynamicImage;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
+pub(crate) use hub::NEEDED_FILES;
 pub use hub::{locate, ClipSource};
 
 use crate::error::{ModelError, PhotoError};
@@ -48,21 +49,18 @@ impl ClipModel {
         if dtype == DType::F16 {
             // Its extended attention mask is (1 − mask) × f32::MIN, which is
             // 0 × −∞ = NaN in f16.
-            return Err(ModelError::Format(
-                "candle's Chinese-CLIP text model gives NaN in f16; use bf16 or f32".into(),
-            ));
+            return Err(ModelError::ClipF16);
         }
-        let config_text = std::fs::read_to_string(dir.join("config.json")).map_err(|source| {
+        let config_path = dir.join("config.json");
+        let config_text = std::fs::read_to_string(&config_path).map_err(|source| {
             ModelError::MissingFile {
-                path: dir.join("config.json"),
+                path: config_path.clone(),
                 source,
             }
         })?;
-        let config = config::parse(&config_text)
-            .map_err(|e| ModelError::Format(format!("{}/config.json: {e}", dir.display())))?;
+        let config = config::parse(&config_text, &config_path)?;
         let tokenizer = config::tokenizer(dir)?;
-        let preprocessor =
-            Preprocessor::load(dir).map_err(|e| ModelError::Format(e.to_string()))?;
+        let preprocessor = Preprocessor::load(dir)?;
         let weights = weights_file(dir)?;
         let stored: candle_core::Result<Box<dyn SimpleBackend>> =
             if weights.extension().is_some_and(|e| e == "safetensors") {
@@ -131,7 +129,7 @@ impl ClipModel {
         let encoding = self
             .tokenizer
             .encode(text, true)
-            .map_err(|e| ModelError::Format(format!("tokenizer: {e}")))?;
+            .map_err(ModelError::Tokenize)?;
         let mut ids = encoding.get_ids().to_vec();
         if ids.len() > CONTEXT_LENGTH {
             // Keep [SEP] at the end, as the reference truncation does.

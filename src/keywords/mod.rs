@@ -15,7 +15,7 @@ use serde::Serialize;
 pub use cache::EmbeddingCache;
 
 use crate::embedding::ClipModel;
-use crate::error::{KeywordError, ModelError};
+use crate::error::{KeywordError, ModelError, VocabularyError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Keyword {
@@ -37,14 +37,14 @@ impl Vocabulary {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| KeywordError::Format {
+        Self::parse(&text).map_err(|problem| KeywordError::Format {
             path: path.to_owned(),
-            message,
+            problem,
         })
     }
 
     /// Reads either format: a file with `[主题]` lines is the vocabulary format.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, VocabularyError> {
         let structured = text.lines().any(|l| l.trim_start().starts_with('['));
         let mut keywords = Vec::new();
         let mut category = String::new();
@@ -73,7 +73,7 @@ impl Vocabulary {
             let (topic, body) = line
                 .strip_prefix('[')
                 .and_then(|l| l.split_once(']'))
-                .ok_or_else(|| format!("line {}: expected `[主题] 关键词:提示语 | …`", n + 1))?;
+                .ok_or(VocabularyError::NotAnEntry(n + 1))?;
             for entry in body.split('|').map(str::trim).filter(|e| !e.is_empty()) {
                 let (word, prompts) = match entry.split_once(':') {
                     Some((w, p)) => (
@@ -87,7 +87,7 @@ impl Vocabulary {
                     None => (entry, Vec::new()),
                 };
                 if word.is_empty() {
-                    return Err(format!("line {}: a keyword is empty", n + 1));
+                    return Err(VocabularyError::EmptyKeyword(n + 1));
                 }
                 let prompts = if prompts.is_empty() {
                     vec![word.to_owned()]
@@ -103,11 +103,11 @@ impl Vocabulary {
             }
         }
         if keywords.is_empty() {
-            return Err("no keywords in the file".into());
+            return Err(VocabularyError::NoKeywords);
         }
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = keywords.iter().find(|k| !seen.insert(k.word.as_str())) {
-            return Err(format!("the keyword {} is listed twice", dup.word));
+            return Err(VocabularyError::Twice(dup.word.clone()));
         }
         Ok(Self { keywords })
     }
@@ -304,13 +304,14 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["春风", "明月"]
         );
-        assert!(Vocabulary::parse("\n# 只有注释\n").is_err());
-        assert!(Vocabulary::parse("[月] 明月 | 明月")
-            .unwrap_err()
-            .contains("twice"));
-        assert!(Vocabulary::parse("[月] 明月\n孤舟")
-            .unwrap_err()
-            .contains("line 2"));
+        let problem = |text| Vocabulary::parse(text).unwrap_err();
+        assert_eq!(problem("\n# 只有注释\n"), VocabularyError::NoKeywords);
+        assert_eq!(
+            problem("[月] 明月 | 明月"),
+            VocabularyError::Twice("明月".into())
+        );
+        assert_eq!(problem("[月] 明月\n孤舟"), VocabularyError::NotAnEntry(2));
+        assert_eq!(problem("[月] 明月 | :月光"), VocabularyError::EmptyKeyword(1));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use candle_core::{Device, Tensor};
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 use serde::Deserialize;
 
-use crate::error::PhotoError;
+use crate::error::{ModelError, PhotoError};
 
 mod resample;
 
@@ -122,17 +122,16 @@ impl Default for Preprocessor {
 
 impl Preprocessor {
     /// Reads `preprocessor_config.json` from a model directory, or the defaults when absent.
-    pub fn load(dir: &Path) -> Result<Self, PhotoError> {
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
         let path = dir.join("preprocessor_config.json");
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| PhotoError::Preprocessor(format!("{}: {e}", path.display()))),
+            Ok(text) => serde_json::from_str(&text).map_err(|source| ModelError::Json { path, source }),
             Err(_) => Ok(Self::default()),
         }
     }
 
     /// `(3, side, side)` pixels, normalised.
-    pub fn pixels(&self, img: &DynamicImage, device: &Device) -> Result<Tensor, PhotoError> {
+    pub fn pixels(&self, img: &DynamicImage, device: &Device) -> Result<Tensor, ModelError> {
         let mut rgb = img.to_rgb8();
         if self.do_resize {
             let (w, h) = rgb.dimensions();
@@ -174,7 +173,6 @@ impl Preprocessor {
                 data[c * plane + i] = v;
             }
         }
-        Tensor::from_vec(data, (3, h as usize, w as usize), device)
-            .map_err(|e| PhotoError::Preprocessor(e.to_string()))
+        Ok(Tensor::from_vec(data, (3, h as usize, w as usize), device)?)
     }
 }

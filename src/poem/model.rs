@@ -55,10 +55,17 @@ impl PoetModel {
             std::fs::read_to_string(&path)
                 .map_err(|source| ModelError::MissingFile { path, source })
         };
-        let config: t5::Config = serde_json::from_str(&read("config.json")?)
-            .map_err(|e| ModelError::Format(format!("{}/config.json: {e}", dir.display())))?;
-        let tokenizer = Tokenizer::from_str(&read("tokenizer.json")?)
-            .map_err(|e| ModelError::Format(format!("{}/tokenizer.json: {e}", dir.display())))?;
+        let config: t5::Config =
+            serde_json::from_str(&read("config.json")?).map_err(|source| ModelError::Json {
+                path: dir.join("config.json"),
+                source,
+            })?;
+        let tokenizer = Tokenizer::from_str(&read("tokenizer.json")?).map_err(|source| {
+            ModelError::TokenizerFile {
+                path: dir.join("tokenizer.json"),
+                source,
+            }
+        })?;
         let vocab = tokenizer.get_vocab(true);
         let mut chars = vec![None; config.vocab_size];
         let mut ids = HashMap::new();
@@ -111,7 +118,7 @@ impl PoetModel {
         let encoding = self
             .tokenizer
             .encode(source, true)
-            .map_err(|e| ModelError::Format(format!("tokenizer: {e}")))?;
+            .map_err(ModelError::Tokenize)?;
         Ok(encoding.get_ids().to_vec())
     }
 
@@ -217,11 +224,17 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
         path: single.clone(),
         source,
     })?;
-    let index: serde_json::Value = serde_json::from_str(&index)
-        .map_err(|e| ModelError::Format(format!("{}: {e}", index_path.display())))?;
+    let index: serde_json::Value =
+        serde_json::from_str(&index).map_err(|source| ModelError::Json {
+            path: index_path.clone(),
+            source,
+        })?;
     let mut files: Vec<PathBuf> = index["weight_map"]
         .as_object()
-        .ok_or_else(|| ModelError::Format(format!("{}: no weight_map", index_path.display())))?
+        .ok_or_else(|| ModelError::Unsupported {
+            path: index_path.clone(),
+            problem: "it has no weight_map".into(),
+        })?
         .values()
         .filter_map(|v| v.as_str())
         .map(|name| dir.join(name))

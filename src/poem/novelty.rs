@@ -28,7 +28,10 @@ impl LineFilter {
             path: path.to_owned(),
             source,
         })?;
-        let bad = || ModelError::Format(format!("{}: not a yingshi line filter", path.display()));
+        let bad = || ModelError::Unsupported {
+            path: path.to_owned(),
+            problem: "it is not a yingshi line filter".into(),
+        };
         if bytes.len() < 20 || &bytes[..8] != MAGIC {
             return Err(bad());
         }
