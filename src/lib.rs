@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Only [`bot`] knows Discord; it reaches the pipeline through the model
-//! thread ([`worker`]), as the CLI calls [`pipeline`] directly.
+//! thread ([`worker`]), as the CLI calls [`pipeline`] directly. Both models
+//! read their weights through `weights`.
 
 pub mod bench;
 pub mod bot;
@@ -20,4 +21,5 @@ pub mod keywords;
 pub mod photo;
 pub mod pipeline;
 pub mod poem;
+mod weights;
 pub mod worker;

@@ -13,7 +13,6 @@ mod hub;
 use std::path::{Path, PathBuf};
 
 use candle_core::pickle::PthTensors;
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor, D};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
@@ -22,14 +21,16 @@ use image::DynamicImage;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
+use crate::weights::SafetensorsFiles;
+
 pub(crate) use hub::NEEDED_FILES;
-pub use hub::{locate, ClipSource};
+pub(crate) use hub::{locate, ClipSource};
 
 use crate::error::{ModelError, PhotoError};
 use crate::photo::Preprocessor;
 
 /// Chinese-CLIP's text context length (its tokenizer's `model_max_length`).
-pub const CONTEXT_LENGTH: usize = 52;
+pub(crate) const CONTEXT_LENGTH: usize = 52;
 /// Texts embedded per forward pass.
 const TEXT_BATCH: usize = 64;
 
@@ -52,20 +53,18 @@ impl ClipModel {
             return Err(ModelError::ClipF16);
         }
         let config_path = dir.join("config.json");
-        let config_text = std::fs::read_to_string(&config_path).map_err(|source| {
-            ModelError::MissingFile {
+        let config_text =
+            std::fs::read_to_string(&config_path).map_err(|source| ModelError::MissingFile {
                 path: config_path.clone(),
                 source,
-            }
-        })?;
+            })?;
         let config = config::parse(&config_text, &config_path)?;
         let tokenizer = config::tokenizer(dir)?;
         let preprocessor = Preprocessor::load(dir)?;
         let weights = weights_file(dir)?;
         let stored: candle_core::Result<Box<dyn SimpleBackend>> =
             if weights.extension().is_some_and(|e| e == "safetensors") {
-                // SAFETY: the file is memory-mapped read-only and not changed while loaded.
-                unsafe { MmapedSafetensors::new(&weights) }.map(|s| Box::new(s) as _)
+                SafetensorsFiles::open(std::slice::from_ref(&weights)).map(|s| Box::new(s) as _)
             } else {
                 PthTensors::new(&weights, None).map(|s| Box::new(s) as _)
             };
@@ -88,7 +87,7 @@ impl ClipModel {
         })
     }
 
-    pub fn fingerprint(&self) -> &str {
+    pub(crate) fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
 
@@ -107,7 +106,10 @@ impl ClipModel {
     }
 
     /// Normalised features of a batch of decoded photos.
-    pub fn embed_images(&self, images: &[DynamicImage]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    pub(crate) fn embed_images(
+        &self,
+        images: &[DynamicImage],
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let pixels: Vec<Tensor> = images
             .iter()
             .map(|img| self.preprocessor.pixels(img, &self.device))

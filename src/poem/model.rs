@@ -19,9 +19,10 @@ use tokenizers::Tokenizer;
 
 use super::t5::T5;
 use crate::error::ModelError;
+use crate::weights::SafetensorsFiles;
 
 /// Token ids below this are specials and separators; characters start here.
-pub const FIRST_CHAR_ID: u32 = 7;
+pub(crate) const FIRST_CHAR_ID: u32 = 7;
 
 /// Added to the attention scores of padding: far below any real score, and
 /// finite in bf16 (f16 takes it as −∞, which the softmax handles as well).
@@ -79,9 +80,9 @@ impl PoetModel {
             }
         }
         let files = weight_files(dir)?;
-        // SAFETY: the files are memory-mapped read-only and not changed while loaded.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
+        let weights = SafetensorsFiles::open(&files)
             .map_err(|e| ModelError::Weights(dir.to_owned(), Box::new(e)))?;
+        let vb = VarBuilder::from_backend(Box::new(weights), dtype, device.clone());
         let t5 =
             T5::load(vb, &config).map_err(|e| ModelError::Weights(dir.to_owned(), Box::new(e)))?;
         Ok(Self {
@@ -97,19 +98,19 @@ impl PoetModel {
         })
     }
 
-    pub fn vocab_size(&self) -> usize {
+    pub(crate) fn vocab_size(&self) -> usize {
         self.chars.len()
     }
 
-    pub fn char_of(&self, id: u32) -> Option<char> {
+    pub(crate) fn char_of(&self, id: u32) -> Option<char> {
         self.chars.get(id as usize).copied().flatten()
     }
 
-    pub fn id_of(&self, c: char) -> Option<u32> {
+    pub(crate) fn id_of(&self, c: char) -> Option<u32> {
         self.ids.get(&c).copied()
     }
 
-    pub fn eos_id(&self) -> u32 {
+    pub(crate) fn eos_id(&self) -> u32 {
         self.eos_id
     }
 
@@ -205,7 +206,7 @@ impl PoetModel {
     }
 }
 
-pub fn argmax(values: &[f32]) -> u32 {
+pub(crate) fn argmax(values: &[f32]) -> u32 {
     values
         .iter()
         .enumerate()
@@ -214,7 +215,7 @@ pub fn argmax(values: &[f32]) -> u32 {
 }
 
 /// The weight files of a model directory: one file, or the shards of an index.
-pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+pub(crate) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let single = dir.join("model.safetensors");
     if single.exists() {
         return Ok(vec![single]);
