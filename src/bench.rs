@@ -22,8 +22,8 @@ use crate::worker::{Batching, Worker};
 
 #[derive(Debug, Serialize)]
 pub struct PoemTiming {
-    pub ms_per_poem: f64,
-    pub tokens_per_s: f64,
+    pub(crate) ms_per_poem: f64,
+    pub(crate) tokens_per_s: f64,
 }
 
 pub struct PoemBench<'a> {
@@ -82,9 +82,9 @@ impl PoemBench<'_> {
 #[derive(Debug, Serialize)]
 pub struct ClipTiming {
     /// Decode, preprocess and embed one photo (batch 1).
-    pub image_ms: f64,
+    pub(crate) image_ms: f64,
     /// Embed every prompt of the vocabulary, no cache.
-    pub vocabulary_s: f64,
+    pub(crate) vocabulary_s: f64,
 }
 
 pub struct ClipBench<'a> {
@@ -160,10 +160,10 @@ impl ClipBench<'_> {
 /// One concurrency level of the serving benchmark.
 #[derive(Debug, Serialize)]
 pub struct ServeTiming {
-    pub concurrency: usize,
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub photos_per_s: f64,
+    pub(crate) concurrency: usize,
+    pub(crate) p50_ms: f64,
+    pub(crate) p95_ms: f64,
+    pub(crate) photos_per_s: f64,
 }
 
 /// Photo → poem as the bot serves it: `requests` photo requests from
@@ -427,7 +427,10 @@ impl ClipTiming {
 
 impl ServeTiming {
     /// A row per concurrency level, ours beside the reference's, as `bench --serve` prints it.
-    pub fn report(rust: &[ServeTiming], python: &Result<Vec<ServeTiming>, ReferenceError>) -> String {
+    pub fn report(
+        rust: &[ServeTiming],
+        python: &Result<Vec<ServeTiming>, ReferenceError>,
+    ) -> String {
         let mut out = String::from(
             "  concurrency  rust p50/p95 ms   photos/s | python p50/p95 ms   photos/s | time ratio\n",
         );

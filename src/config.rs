@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::device::{DeviceSetting, PlacementError};
-use crate::error::ConfigError;
+use crate::device::DeviceSetting;
+use crate::error::{ConfigError, PlacementError};
 use crate::poem::{Form, PoetChoice};
 
 /// The default settings, every key with a comment.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub(crate) const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 const ENV_PREFIX: &str = "YINGSHI_";
 
@@ -26,24 +26,24 @@ pub struct Config {
     pub keywords: Keywords,
     pub photo: Photo,
     pub poem: Poem,
-    pub download: Download,
-    pub limits: Limits,
+    pub(crate) download: Download,
+    pub(crate) limits: Limits,
     pub batch: Batch,
-    pub discord: Discord,
+    pub(crate) discord: Discord,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Models {
-    pub clip_dir: String,
-    pub clip_repo: String,
-    pub clip_revision: String,
+    pub(crate) clip_dir: String,
+    pub(crate) clip_repo: String,
+    pub(crate) clip_revision: String,
     pub poet_dir: String,
     pub llm: String,
     pub llm_isq: String,
-    pub cache_dir: String,
-    pub device: String,
-    pub dtype: String,
+    pub(crate) cache_dir: String,
+    pub(crate) device: String,
+    pub(crate) dtype: String,
     pub cpu_threads: usize,
 }
 
@@ -68,26 +68,26 @@ pub struct Poem {
     pub poet: PoetChoice,
     pub form: Form,
     pub candidates: usize,
-    pub temperature: f64,
-    pub top_p: f64,
-    pub keyword_bonus: f32,
-    pub keyword_weight: f64,
-    pub clip_weight: f64,
+    pub(crate) temperature: f64,
+    pub(crate) top_p: f64,
+    pub(crate) keyword_bonus: f32,
+    pub(crate) keyword_weight: f64,
+    pub(crate) clip_weight: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Download {
-    pub connect_timeout_secs: u64,
-    pub total_timeout_secs: u64,
+pub(crate) struct Download {
+    pub(crate) connect_timeout_secs: u64,
+    pub(crate) total_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Limits {
-    pub user_per_minute: u32,
-    pub channel_per_minute: u32,
-    pub queue_size: usize,
+pub(crate) struct Limits {
+    pub(crate) user_per_minute: u32,
+    pub(crate) channel_per_minute: u32,
+    pub(crate) queue_size: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,20 +100,20 @@ pub struct Batch {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Discord {
-    pub token: Secret,
-    pub proxy: String,
-    pub state_file: String,
-    pub shards: crate::bot::shards::Shards,
+pub(crate) struct Discord {
+    pub(crate) token: Secret,
+    pub(crate) proxy: String,
+    pub(crate) state_file: String,
+    pub(crate) shards: crate::bot::shards::Shards,
 }
 
 /// A string that never shows in a log line or a Debug print.
 #[derive(Clone, Default, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -322,9 +322,9 @@ pub mod bounds {
     /// Keywords a photo gives.
     pub const TOP_K: RangeInclusive<usize> = 1..=16;
     /// Seconds a user waits between requests in a channel.
-    pub const USER_COOLDOWN_SECS: RangeInclusive<usize> = 0..=3600;
+    pub(crate) const USER_COOLDOWN_SECS: RangeInclusive<usize> = 0..=3600;
     /// Characters in one keyword.
-    pub const KEYWORD_CHARS: usize = 8;
+    pub(crate) const KEYWORD_CHARS: usize = 8;
 }
 
 /// Checks a count against one of [`bounds`]: `None` when it is inside.
@@ -475,7 +475,10 @@ mod tests {
         let err = load(None, &[("YINGSHI_DISCORD__SHARDS", "8/8")])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("discord.shards") && err.contains("8/8"), "{err}");
+        assert!(
+            err.contains("discord.shards") && err.contains("8/8"),
+            "{err}"
+        );
         let c = load(None, &[("YINGSHI_DISCORD__SHARDS", "0-3/8")]).unwrap();
         assert_eq!(c.discord.shards.to_string(), "0-3/8");
     }

@@ -2,26 +2,12 @@
 
 use candle_core::{DType, Device};
 
+use crate::error::PlacementError;
+
 #[derive(Debug, Clone)]
 pub struct Placement {
     pub device: Device,
     pub dtype: DType,
-}
-
-/// A `models.device` or `models.dtype` that cannot be had.
-#[derive(Debug, thiserror::Error)]
-pub enum PlacementError {
-    #[error("'{0}': expected cpu, auto or cuda:N")]
-    Device(String),
-    #[error("'{setting}': no usable GPU ({cause}); build with --features cuda, or use cpu")]
-    NoGpu {
-        setting: String,
-        cause: Box<candle_core::Error>,
-    },
-    #[error("'bf16' is for a GPU; use f32 (or auto) on the CPU")]
-    Bf16OnCpu,
-    #[error("'{0}': expected auto, f32 or bf16")]
-    Dtype(String),
 }
 
 impl Placement {
@@ -60,14 +46,14 @@ pub fn cpu_threads() -> usize {
 /// `models.device` as written: checked without touching a GPU, so that
 /// validating the settings sets nothing up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceSetting {
+pub(crate) enum DeviceSetting {
     Cpu,
     Auto,
     Cuda(usize),
 }
 
 impl DeviceSetting {
-    pub fn parse(setting: &str) -> Result<Self, PlacementError> {
+    pub(crate) fn parse(setting: &str) -> Result<Self, PlacementError> {
         match setting {
             "cpu" => Ok(DeviceSetting::Cpu),
             "auto" => Ok(DeviceSetting::Auto),
@@ -81,7 +67,7 @@ impl DeviceSetting {
 }
 
 /// `cpu`, `cuda:N` or `auto` (the first GPU when this build has CUDA and one is usable).
-pub fn parse_device(setting: &str) -> Result<Device, PlacementError> {
+pub(crate) fn parse_device(setting: &str) -> Result<Device, PlacementError> {
     match DeviceSetting::parse(setting)? {
         DeviceSetting::Cpu => Ok(Device::Cpu),
         DeviceSetting::Auto => Ok(match Device::cuda_if_available(0) {
@@ -107,7 +93,7 @@ pub fn parse_device(setting: &str) -> Result<Device, PlacementError> {
 
 /// `auto` (bf16 on a GPU, f32 on the CPU), `f32` or `bf16`. Not f16: T5's
 /// activations overflow it, and candle's Chinese-CLIP text mask turns to NaN in it.
-pub fn parse_dtype(setting: &str, device: &Device) -> Result<DType, PlacementError> {
+pub(crate) fn parse_dtype(setting: &str, device: &Device) -> Result<DType, PlacementError> {
     match setting {
         "auto" if device.is_cpu() => Ok(DType::F32),
         // bf16 keeps f32's range: T5's activations overflow f16.

@@ -18,7 +18,38 @@ pub enum ConfigError {
     #[error("config key `{key}`: {problem}")]
     Placement {
         key: &'static str,
-        problem: crate::device::PlacementError,
+        problem: PlacementError,
+    },
+}
+
+/// A `models.device` or `models.dtype` that cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PlacementError {
+    #[error("'{0}': expected cpu, auto or cuda:N")]
+    Device(String),
+    #[error("'{setting}': no usable GPU ({cause}); build with --features cuda, or use cpu")]
+    NoGpu {
+        setting: String,
+        cause: Box<candle_core::Error>,
+    },
+    #[error("'bf16' is for a GPU; use f32 (or auto) on the CPU")]
+    Bf16OnCpu,
+    #[error("'{0}': expected auto, f32 or bf16")]
+    Dtype(String),
+}
+
+/// The saved settings cannot be read back at start.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read the settings file {path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the settings file {path} is damaged; move it away to start afresh")]
+    Damaged {
+        path: PathBuf,
+        source: serde_json::Error,
     },
 }
 
@@ -208,7 +239,7 @@ pub enum Error {
     Input(String),
     /// The bot's saved settings cannot be read.
     #[error(transparent)]
-    State(#[from] crate::bot::state::StateError),
+    State(#[from] StateError),
     /// The bot could not start or lost its connection.
     #[error("{0}")]
     Service(String),

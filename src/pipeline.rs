@@ -90,7 +90,7 @@ impl Matcher {
     }
 
     /// Decodes photos and embeds those that decode as one batch.
-    pub fn embed_photos(&self, photos: &[&[u8]]) -> Vec<Result<Vec<f32>, Error>> {
+    pub(crate) fn embed_photos(&self, photos: &[&[u8]]) -> Vec<Result<Vec<f32>, Error>> {
         // The photos that decode go to the model; the others keep their error.
         let mut images: Vec<DynamicImage> = Vec::new();
         let decoded: Vec<Result<(), Error>> = photos
@@ -118,7 +118,7 @@ impl Matcher {
     }
 
     /// The best keywords for a photo feature, from the list.
-    pub fn top_keywords(
+    pub(crate) fn top_keywords(
         &mut self,
         feature: &[f32],
         top_k: usize,
@@ -184,11 +184,11 @@ pub enum Request {
 
 impl Request {
     /// The candidate rows the poet writes for it: what it costs a batch.
-    pub fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.options().candidates.max(1)
     }
 
-    pub fn options(&self) -> &PoemOptions {
+    pub(crate) fn options(&self) -> &PoemOptions {
         match self {
             Request::Keywords { options, .. }
             | Request::Photo { options, .. }
@@ -253,7 +253,7 @@ impl Pipeline {
     }
 
     /// Whether a chat LLM is loaded for requests that choose it.
-    pub fn has_llm(&self) -> bool {
+    pub(crate) fn has_llm(&self) -> bool {
         #[cfg(feature = "llm")]
         return self.llm.is_some();
         #[cfg(not(feature = "llm"))]

@@ -24,7 +24,7 @@ use crate::error::Error;
 use crate::pipeline::{Pipeline, PoemResult, Request};
 
 /// The synchronous side of the worker: the pipeline, or a stand-in in tests.
-pub trait Backend: Send + 'static {
+pub(crate) trait Backend: Send + 'static {
     /// One answer per request, in order.
     fn run_batch(&mut self, requests: &[Request]) -> Vec<Result<PoemResult, Error>>;
 }
@@ -46,7 +46,7 @@ pub struct Batching {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
+pub(crate) enum WorkerError {
     #[error("{waiting} requests are already waiting; please try again in a minute")]
     Overloaded { waiting: usize },
     #[error(transparent)]
@@ -63,28 +63,28 @@ struct Envelope {
 }
 
 #[derive(Clone)]
-pub struct Worker {
+pub(crate) struct Worker {
     queue: SyncSender<Envelope>,
     /// Requests sent and not yet answered (those running included).
     pending: Arc<AtomicUsize>,
 }
 
 /// A request in the queue.
-pub struct Ticket {
+pub(crate) struct Ticket {
     /// Requests ahead of this one when it was queued (0: it runs next).
-    pub ahead: usize,
+    pub(crate) ahead: usize,
     reply: oneshot::Receiver<Result<PoemResult, WorkerError>>,
 }
 
 impl Ticket {
-    pub async fn result(self) -> Result<PoemResult, WorkerError> {
+    pub(crate) async fn result(self) -> Result<PoemResult, WorkerError> {
         self.reply.await.unwrap_or(Err(WorkerError::Stopped))
     }
 }
 
 impl Worker {
     /// Starts the model thread with room for `queue_size` waiting requests.
-    pub fn spawn(mut backend: impl Backend, queue_size: usize, batching: Batching) -> Self {
+    pub(crate) fn spawn(mut backend: impl Backend, queue_size: usize, batching: Batching) -> Self {
         let (queue, inbox) = sync_channel::<Envelope>(queue_size);
         let pending = Arc::new(AtomicUsize::new(0));
         let done = pending.clone();
@@ -117,7 +117,7 @@ impl Worker {
     }
 
     /// Queues a request, or says at once that the queue is full.
-    pub fn submit(&self, request: Request) -> Result<Ticket, WorkerError> {
+    pub(crate) fn submit(&self, request: Request) -> Result<Ticket, WorkerError> {
         let (reply, rx) = oneshot::channel();
         let ahead = self.pending.fetch_add(1, Ordering::SeqCst);
         match self.queue.try_send(Envelope { request, reply }) {
@@ -132,8 +132,9 @@ impl Worker {
         }
     }
 
-    /// Requests waiting or running now.
-    pub fn pending(&self) -> usize {
+    /// Requests waiting or running now (the tests' view of the queue).
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         self.pending.load(Ordering::SeqCst)
     }
 }

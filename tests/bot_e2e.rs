@@ -833,12 +833,22 @@ async fn two_shards_answer_their_own_guilds() {
         .await;
     assert!(ok.text().contains("form = 七律"), "{:?}", ok.body);
     let saved = |shard: &str| {
-        std::fs::read_to_string(dir.path().join(format!("state.shards-{shard}-{shard}-of-2.json")))
-            .unwrap_or_default()
+        std::fs::read_to_string(
+            dir.path()
+                .join(format!("state.shards-{shard}-{shard}-of-2.json")),
+        )
+        .unwrap_or_default()
     };
-    assert!(saved("1").contains(&format!("\"{channel_b}\"")), "{}", saved("1"));
+    assert!(
+        saved("1").contains(&format!("\"{channel_b}\"")),
+        "{}",
+        saved("1")
+    );
     assert!(!saved("0").contains(channel_b), "{}", saved("0"));
-    assert!(!state_file.exists(), "neither process writes the shared file");
+    assert!(
+        !state_file.exists(),
+        "neither process writes the shared file"
+    );
 
     // A photo in each guild: one answer each, from the process that has the
     // channel's settings (七律 in guild B's channel, the default 七绝 in A's).
@@ -852,7 +862,9 @@ async fn two_shards_answer_their_own_guilds() {
     );
     let replies = |seen: &[Seen], channel: &str| -> Vec<Value> {
         seen.iter()
-            .filter(|s| s.method == "POST" && s.path.ends_with(&format!("/channels/{channel}/messages")))
+            .filter(|s| {
+                s.method == "POST" && s.path.ends_with(&format!("/channels/{channel}/messages"))
+            })
             .map(|s| s.body.clone())
             .collect()
     };

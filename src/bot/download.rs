@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use url::Url;
 
 /// Hosts Discord serves attachments from.
-pub const ALLOWED_HOSTS: [&str; 2] = ["cdn.discordapp.com", "media.discordapp.net"];
+pub(crate) const ALLOWED_HOSTS: [&str; 2] = ["cdn.discordapp.com", "media.discordapp.net"];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DownloadError {
@@ -65,7 +65,7 @@ impl Downloader {
     }
 
     /// Judges an attachment without fetching it.
-    pub fn check(&self, info: &AttachmentInfo) -> Result<Url, DownloadError> {
+    pub(crate) fn check(&self, info: &AttachmentInfo) -> Result<Url, DownloadError> {
         let url = Url::parse(info.url).map_err(|_| DownloadError::NotDiscord)?;
         let allowed =
             url.scheme() == "https" && url.host_str().is_some_and(|h| ALLOWED_HOSTS.contains(&h));

@@ -10,7 +10,7 @@ use crate::bot::reply::{self, Action, Recipe};
 use crate::bot::types::{BotError, Data};
 use crate::pipeline::Request;
 
-pub async fn handle(
+pub(crate) async fn handle(
     ctx: &serenity::Context,
     event: &serenity::FullEvent,
     data: &Arc<Data>,

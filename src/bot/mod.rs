@@ -9,14 +9,14 @@
 //!
 //! The models run on the worker thread ([`crate::worker`]), never on the runtime.
 
-pub mod commands;
+pub(crate) mod commands;
 pub mod download;
-pub mod events;
-pub mod ratelimit;
-pub mod reply;
-pub mod shards;
-pub mod state;
-pub mod types;
+pub(crate) mod events;
+pub(crate) mod ratelimit;
+pub(crate) mod reply;
+pub(crate) mod shards;
+pub(crate) mod state;
+pub(crate) mod types;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-pub struct RateLimits {
+pub(crate) struct RateLimits {
     users: DefaultKeyedRateLimiter<u64>,
     channels: DefaultKeyedRateLimiter<u64>,
     clock: DefaultClock,
@@ -15,7 +15,7 @@ pub struct RateLimits {
 
 impl RateLimits {
     /// `user_per_minute` and `channel_per_minute` requests, each at least 1.
-    pub fn new(user_per_minute: u32, channel_per_minute: u32) -> Self {
+    pub(crate) fn new(user_per_minute: u32, channel_per_minute: u32) -> Self {
         let quota = |n: u32| Quota::per_minute(NonZeroU32::new(n.max(1)).expect("at least 1"));
         Self {
             users: DefaultKeyedRateLimiter::keyed(quota(user_per_minute)),
@@ -27,7 +27,7 @@ impl RateLimits {
     /// Takes one request from both quotas, or says how long to wait. The
     /// user's quota is asked first, so one user over their limit cannot use
     /// up the channel's.
-    pub fn check(&self, user: u64, channel: u64) -> Result<(), Duration> {
+    pub(crate) fn check(&self, user: u64, channel: u64) -> Result<(), Duration> {
         let now = self.clock.now();
         self.users
             .check_key(&user)
@@ -38,7 +38,7 @@ impl RateLimits {
     }
 
     /// Forgets keys whose quotas are full again (call now and then).
-    pub fn shrink(&self) {
+    pub(crate) fn shrink(&self) {
         self.users.retain_recent();
         self.channels.retain_recent();
     }

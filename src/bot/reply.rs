@@ -17,7 +17,7 @@ const NUMERALS: [&str; 8] = ["一", "二", "三", "四", "五", "六", "七", "�
 
 /// What a component under a poem asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// 换一首: a new poem from the same recipe.
     Again,
     /// 换一句: one line, chosen in the menu, written anew.
@@ -26,14 +26,14 @@ pub enum Action {
 
 /// What it takes to write a poem again: form, acrostic, keywords.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Recipe {
-    pub form: Form,
-    pub acrostic: Option<String>,
-    pub keywords: Vec<String>,
+pub(crate) struct Recipe {
+    pub(crate) form: Form,
+    pub(crate) acrostic: Option<String>,
+    pub(crate) keywords: Vec<String>,
 }
 
 impl Recipe {
-    pub fn of(result: &PoemResult, acrostic: Option<&str>) -> Self {
+    pub(crate) fn of(result: &PoemResult, acrostic: Option<&str>) -> Self {
         Self {
             form: result.form,
             acrostic: acrostic.map(str::to_owned),
@@ -43,7 +43,7 @@ impl Recipe {
 
     /// `yingshi:{action}:{form}:{acrostic}:{kw1 kw2 …}`, keywords cut to fit
     /// Discord's 100 characters.
-    pub fn id(&self, action: Action) -> String {
+    pub(crate) fn id(&self, action: Action) -> String {
         let action = match action {
             Action::Again => AGAIN,
             Action::Line => LINE,
@@ -68,7 +68,7 @@ impl Recipe {
     }
 
     /// Reads a custom id back; `None` for ids that are not ours.
-    pub fn parse(id: &str) -> Option<(Action, Recipe)> {
+    pub(crate) fn parse(id: &str) -> Option<(Action, Recipe)> {
         let mut parts = id.splitn(5, ':');
         if parts.next()? != PREFIX {
             return None;
@@ -121,7 +121,7 @@ fn verse(lines: &[String]) -> String {
 }
 
 /// The poem's lines back from an embed's text.
-pub fn poem_lines(description: &str) -> Vec<String> {
+pub(crate) fn poem_lines(description: &str) -> Vec<String> {
     description
         .lines()
         .filter_map(|l| l.strip_prefix("**")?.strip_suffix("**"))
@@ -133,7 +133,7 @@ fn footer(result: &PoemResult) -> serenity::CreateEmbedFooter {
     serenity::CreateEmbedFooter::new(format!("{} 首候选，择其一", result.candidates.len()))
 }
 
-pub fn embed(result: &PoemResult, thumbnail: Option<&str>) -> serenity::CreateEmbed {
+pub(crate) fn embed(result: &PoemResult, thumbnail: Option<&str>) -> serenity::CreateEmbed {
     let mut embed = serenity::CreateEmbed::new()
         .title(format!("影诗 · {}", result.form))
         .description(header(result) + &verse(&result.candidates[0].lines))
@@ -146,7 +146,7 @@ pub fn embed(result: &PoemResult, thumbnail: Option<&str>) -> serenity::CreateEm
 
 /// The embed of a poem written again: the old one (thumbnail, keywords with
 /// scores) with the new poem in place of the old.
-pub fn embed_again(old: &serenity::Embed, result: &PoemResult) -> serenity::CreateEmbed {
+pub(crate) fn embed_again(old: &serenity::Embed, result: &PoemResult) -> serenity::CreateEmbed {
     let description = old.description.as_deref().unwrap_or("");
     let kept: String = description
         .split_inclusive('\n')
@@ -158,7 +158,7 @@ pub fn embed_again(old: &serenity::Embed, result: &PoemResult) -> serenity::Crea
 }
 
 /// 换一首 and the 换一句 menu, one option a line.
-pub fn components(result: &PoemResult, recipe: &Recipe) -> Vec<serenity::CreateActionRow> {
+pub(crate) fn components(result: &PoemResult, recipe: &Recipe) -> Vec<serenity::CreateActionRow> {
     let again = serenity::CreateButton::new(recipe.id(Action::Again))
         .label("换一首")
         .style(serenity::ButtonStyle::Secondary);

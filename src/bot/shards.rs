@@ -13,7 +13,7 @@ use serde::Deserialize;
 /// `auto`, `N/T` (shard N of T) or `A-B/T` (shards A to B of T).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
-pub enum Shards {
+pub(crate) enum Shards {
     /// Every shard in this process, as many as Discord recommends.
     Auto,
     /// Shards `first..=last` of `total`.
@@ -22,7 +22,7 @@ pub enum Shards {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("`{0}` is not a shard setting: expected auto, N/TOTAL or FIRST-LAST/TOTAL (e.g. 0-3/8), with shards counted from 0 and below TOTAL")]
-pub struct ShardsError(String);
+pub(crate) struct ShardsError(String);
 
 impl FromStr for Shards {
     type Err = ShardsError;
@@ -72,7 +72,7 @@ impl Shards {
     /// or, when the process runs only some of the shards, a sibling named after
     /// them (`state.json` → `state.shards-0-3-of-8.json`), so that processes
     /// sharing one config never write over each other's channels.
-    pub fn state_file(&self, configured: &Path) -> PathBuf {
+    pub(crate) fn state_file(&self, configured: &Path) -> PathBuf {
         match *self {
             Shards::Range { first, last, total } if first > 0 || last + 1 < total => {
                 let stem = configured
@@ -113,7 +113,18 @@ mod tests {
 
     #[test]
     fn impossible_ranges_are_refused() {
-        for text in ["", "3", "8/8", "4-2/8", "0-8/8", "0/0", "a/2", "-1/2", "0-/2", "automatic"] {
+        for text in [
+            "",
+            "3",
+            "8/8",
+            "4-2/8",
+            "0-8/8",
+            "0/0",
+            "a/2",
+            "-1/2",
+            "0-/2",
+            "automatic",
+        ] {
             let err = text.parse::<Shards>().unwrap_err();
             assert!(err.to_string().contains("0-3/8"), "{text}: {err}");
         }

@@ -10,32 +10,33 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::bounds;
+use crate::error::StateError;
 use crate::keywords::KeywordList;
 use crate::poem::{Form, PoetChoice};
 
 /// A channel's settings; `None` means the bot's default from the config.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct ChannelSettings {
+pub(crate) struct ChannelSettings {
     /// The channel's own keywords, matched beside the built-in vocabulary, or
     /// alone with `own_keywords_only`.
-    pub keywords: Option<Vec<String>>,
+    pub(crate) keywords: Option<Vec<String>>,
     #[serde(default)]
-    pub own_keywords_only: bool,
-    pub top_k: Option<usize>,
-    pub form: Option<Form>,
+    pub(crate) own_keywords_only: bool,
+    pub(crate) top_k: Option<usize>,
+    pub(crate) form: Option<Form>,
     /// Who writes this channel's poems; `None`: poem.poet.
     #[serde(default)]
-    pub poet: Option<PoetChoice>,
-    pub candidates: Option<usize>,
+    pub(crate) poet: Option<PoetChoice>,
+    pub(crate) candidates: Option<usize>,
     /// Whether photo posts get a poem without a mention.
-    pub auto_reply: bool,
+    pub(crate) auto_reply: bool,
     /// Seconds a user waits between requests in this channel.
-    pub user_cooldown_secs: Option<u64>,
+    pub(crate) user_cooldown_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
-pub enum SettingError {
+pub(crate) enum SettingError {
     #[error("unknown setting `{0}`; the settings are top_k, form, poet, candidates, auto_reply, user_cooldown")]
     UnknownKey(String),
     #[error("`{key}` must be a whole number from {min} to {max}; `{value}` is not")]
@@ -55,12 +56,12 @@ pub enum SettingError {
 
 impl ChannelSettings {
     /// The keywords this channel's photos are matched against.
-    pub fn keyword_list(&self) -> KeywordList {
+    pub(crate) fn keyword_list(&self) -> KeywordList {
         KeywordList::of_channel(self.keywords.as_deref(), self.own_keywords_only)
     }
 
     /// Sets one setting from its text form, as `/config set` receives it.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), SettingError> {
+    pub(crate) fn set(&mut self, key: &str, value: &str) -> Result<(), SettingError> {
         let bad = |key, expected| SettingError::BadValue {
             key,
             value: value.to_owned(),
@@ -110,28 +111,13 @@ impl ChannelSettings {
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot save the bot's settings to {path}: {cause}")]
-pub struct SaveError {
+pub(crate) struct SaveError {
     path: PathBuf,
     /// Shown in the message (it reaches a user as one line), not chained.
     cause: std::io::Error,
 }
 
-/// The saved settings cannot be read back at start.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("cannot read the settings file {path}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the settings file {path} is damaged; move it away to start afresh")]
-    Damaged {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-}
-
-pub struct ChannelState {
+pub(crate) struct ChannelState {
     channels: DashMap<u64, ChannelSettings>,
     path: PathBuf,
     /// One snapshot write at a time, so an older one never lands last.
@@ -141,12 +127,12 @@ pub struct ChannelState {
 impl ChannelState {
     /// Loads the snapshot; a missing file is an empty state, a damaged one an
     /// error (so that it is never overwritten by an empty state).
-    pub fn load(path: &Path) -> Result<Self, StateError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, StateError> {
         let mut channels = DashMap::new();
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                let saved: BTreeMap<u64, ChannelSettings> = serde_json::from_str(&text)
-                    .map_err(|source| StateError::Damaged {
+                let saved: BTreeMap<u64, ChannelSettings> =
+                    serde_json::from_str(&text).map_err(|source| StateError::Damaged {
                         path: path.to_owned(),
                         source,
                     })?;
@@ -167,7 +153,7 @@ impl ChannelState {
         })
     }
 
-    pub fn get(&self, channel: u64) -> ChannelSettings {
+    pub(crate) fn get(&self, channel: u64) -> ChannelSettings {
         self.channels
             .get(&channel)
             .map(|s| s.clone())
@@ -175,7 +161,7 @@ impl ChannelState {
     }
 
     /// Changes a channel's settings and saves the snapshot; returns the new settings.
-    pub fn update<T>(
+    pub(crate) fn update<T>(
         &self,
         channel: u64,
         change: impl FnOnce(&mut ChannelSettings) -> T,

@@ -13,23 +13,23 @@ use crate::pipeline::PoemOptions;
 use crate::poem::Form;
 use crate::worker::{Worker, WorkerError};
 
-pub struct Data {
-    pub config: Config,
-    pub worker: Worker,
-    pub state: ChannelState,
-    pub limits: RateLimits,
+pub(crate) struct Data {
+    pub(crate) config: Config,
+    pub(crate) worker: Worker,
+    pub(crate) state: ChannelState,
+    pub(crate) limits: RateLimits,
     /// When each (channel, user) last asked, for channels with a user cooldown.
-    pub last_request: DashMap<(u64, u64), Instant>,
-    pub downloader: Downloader,
+    pub(crate) last_request: DashMap<(u64, u64), Instant>,
+    pub(crate) downloader: Downloader,
     /// Whether the pipeline has a chat LLM, so channels may choose `poet = llm`.
-    pub llm_loaded: bool,
+    pub(crate) llm_loaded: bool,
 }
 
-pub type Context<'a> = poise::Context<'a, Arc<Data>, BotError>;
+pub(crate) type Context<'a> = poise::Context<'a, Arc<Data>, BotError>;
 
 /// Everything a handler can fail with; each says what to tell the user.
 #[derive(Debug, thiserror::Error)]
-pub enum BotError {
+pub(crate) enum BotError {
     #[error("{0}")]
     Download(#[from] DownloadError),
     #[error("{0}")]
@@ -54,7 +54,7 @@ impl From<poise::serenity_prelude::Error> for BotError {
 
 impl Data {
     /// The poem options for a channel, with the request's own choices first.
-    pub fn options(
+    pub(crate) fn options(
         &self,
         settings: &ChannelSettings,
         form: Option<Form>,
@@ -74,7 +74,7 @@ impl Data {
 
     /// Applies the channel's user cooldown, then takes one request from the
     /// user's and the channel's quotas.
-    pub fn admit(&self, user: u64, channel: u64) -> Result<(), BotError> {
+    pub(crate) fn admit(&self, user: u64, channel: u64) -> Result<(), BotError> {
         let cooldown = Duration::from_secs(self.state.get(channel).user_cooldown_secs.unwrap_or(0));
         if let Some(last) = self.last_request.get(&(channel, user)) {
             let since = last.elapsed();

@@ -103,7 +103,7 @@ fn logit_scale() -> f32 {
 }
 
 /// Reads the text of `config.json` (`path`, named in errors).
-pub fn parse(text: &str, path: &Path) -> Result<ChineseClipConfig, ModelError> {
+pub(crate) fn parse(text: &str, path: &Path) -> Result<ChineseClipConfig, ModelError> {
     let c: Clip = serde_json::from_str(text).map_err(|source| ModelError::Json {
         path: path.to_owned(),
         source,
@@ -117,7 +117,9 @@ pub fn parse(text: &str, path: &Path) -> Result<ChineseClipConfig, ModelError> {
         "gelu_new" => Ok(Activation::GeluNew),
         "quick_gelu" => Ok(Activation::QuickGelu),
         "relu" => Ok(Activation::Relu),
-        other => Err(unsupported(format!("the activation '{other}' is not supported"))),
+        other => Err(unsupported(format!(
+            "the activation '{other}' is not supported"
+        ))),
     };
     let (t, v) = (c.text_config, c.vision_config);
     if t.position_embedding_type != "absolute" {
@@ -163,7 +165,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ChineseClipConfig, ModelError> {
 }
 
 /// `tokenizer.json` when the model has one, else BERT's Chinese WordPiece over `vocab.txt`.
-pub fn tokenizer(dir: &Path) -> Result<Tokenizer, ModelError> {
+pub(crate) fn tokenizer(dir: &Path) -> Result<Tokenizer, ModelError> {
     let json = dir.join("tokenizer.json");
     if json.exists() {
         return Tokenizer::from_file(&json)
@@ -188,10 +190,12 @@ pub fn tokenizer(dir: &Path) -> Result<Tokenizer, ModelError> {
         })?;
     let mut tokenizer = Tokenizer::new(wordpiece);
     let id = |t: &str| {
-        tokenizer.token_to_id(t).ok_or_else(|| ModelError::Unsupported {
-            path: vocab.clone(),
-            problem: format!("it has no {t} token"),
-        })
+        tokenizer
+            .token_to_id(t)
+            .ok_or_else(|| ModelError::Unsupported {
+                path: vocab.clone(),
+                problem: format!("it has no {t} token"),
+            })
     };
     let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
     tokenizer

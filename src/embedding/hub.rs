@@ -18,13 +18,13 @@ pub(crate) const NEEDED_FILES: &str =
     "config.json, vocab.txt and model.safetensors or pytorch_model.bin";
 
 #[derive(Debug, Clone)]
-pub enum ClipSource {
+pub(crate) enum ClipSource {
     Dir(PathBuf),
     Hub { repo: String, revision: String },
 }
 
 /// The directory holding the model's files, downloading them if needed.
-pub fn locate(source: &ClipSource) -> Result<PathBuf, ModelError> {
+pub(crate) fn locate(source: &ClipSource) -> Result<PathBuf, ModelError> {
     match source {
         ClipSource::Dir(dir) => {
             if !dir.join("config.json").exists() {

@@ -33,7 +33,7 @@ impl EmbeddingCache {
     }
 
     /// Embeddings of `texts`, in order: cached ones read, the rest computed and saved.
-    pub fn embed(
+    pub(crate) fn embed(
         &mut self,
         clip: &ClipModel,
         texts: &[String],

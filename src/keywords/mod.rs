@@ -19,10 +19,10 @@ use crate::error::{KeywordError, ModelError, VocabularyError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Keyword {
-    pub word: String,
+    pub(crate) word: String,
     /// The diverse top-K takes at most one keyword of a topic.
-    pub topic: String,
-    pub category: String,
+    pub(crate) topic: String,
+    pub(crate) category: String,
     pub prompts: Vec<String>,
 }
 
@@ -142,7 +142,7 @@ pub enum KeywordList {
 
 impl KeywordList {
     /// A channel's list: its own words, alone or beside the built-in ones.
-    pub fn of_channel(words: Option<&[String]>, only: bool) -> Self {
+    pub(crate) fn of_channel(words: Option<&[String]>, only: bool) -> Self {
         match words.filter(|w| !w.is_empty()) {
             None => KeywordList::BuiltIn,
             Some(w) if only => KeywordList::Only(w.to_vec()),
@@ -156,7 +156,7 @@ impl KeywordList {
 pub struct Scored {
     pub keyword: String,
     pub score: f32,
-    pub topic: String,
+    pub(crate) topic: String,
 }
 
 /// A vocabulary with one normalised embedding per keyword.
@@ -195,7 +195,7 @@ impl KeywordIndex {
     }
 
     /// This index with another's keywords after its own (those it lacks).
-    pub fn with(&self, other: &KeywordIndex) -> KeywordIndex {
+    pub(crate) fn with(&self, other: &KeywordIndex) -> KeywordIndex {
         let mut joined = KeywordIndex {
             keywords: self.keywords.clone(),
             embeddings: self.embeddings.clone(),
@@ -218,7 +218,7 @@ impl KeywordIndex {
 }
 
 /// Ranks keywords by score (pure; the index's `top_k` supplies the scores).
-pub fn top_k(keywords: &[Keyword], scores: &[f32], k: usize, diverse: bool) -> Vec<Scored> {
+pub(crate) fn top_k(keywords: &[Keyword], scores: &[f32], k: usize, diverse: bool) -> Vec<Scored> {
     let mut order: Vec<usize> = (0..keywords.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let mut topics = std::collections::HashSet::new();
@@ -244,7 +244,7 @@ pub fn split_keywords(text: &str) -> Vec<String> {
         .collect()
 }
 
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
@@ -311,7 +311,10 @@ mod tests {
             VocabularyError::Twice("明月".into())
         );
         assert_eq!(problem("[月] 明月\n孤舟"), VocabularyError::NotAnEntry(2));
-        assert_eq!(problem("[月] 明月 | :月光"), VocabularyError::EmptyKeyword(1));
+        assert_eq!(
+            problem("[月] 明月 | :月光"),
+            VocabularyError::EmptyKeyword(1)
+        );
     }
 
     #[test]

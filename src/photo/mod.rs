@@ -80,22 +80,22 @@ fn classify(e: image::ImageError) -> PhotoError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Preprocessor {
-    pub do_resize: bool,
-    pub size: Size,
-    pub do_center_crop: bool,
-    pub crop_size: Size,
-    pub rescale_factor: f32,
-    pub do_normalize: bool,
-    pub image_mean: [f32; 3],
-    pub image_std: [f32; 3],
+    pub(crate) do_resize: bool,
+    pub(crate) size: Size,
+    pub(crate) do_center_crop: bool,
+    pub(crate) crop_size: Size,
+    pub(crate) rescale_factor: f32,
+    pub(crate) do_normalize: bool,
+    pub(crate) image_mean: [f32; 3],
+    pub(crate) image_std: [f32; 3],
 }
 
 /// `{"shortest_edge": 224}` or `{"height": 224, "width": 224}`.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct Size {
-    pub shortest_edge: Option<u32>,
-    pub height: Option<u32>,
-    pub width: Option<u32>,
+pub(crate) struct Size {
+    pub(crate) shortest_edge: Option<u32>,
+    pub(crate) height: Option<u32>,
+    pub(crate) width: Option<u32>,
 }
 
 impl Default for Preprocessor {
@@ -122,10 +122,12 @@ impl Default for Preprocessor {
 
 impl Preprocessor {
     /// Reads `preprocessor_config.json` from a model directory, or the defaults when absent.
-    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+    pub(crate) fn load(dir: &Path) -> Result<Self, ModelError> {
         let path = dir.join("preprocessor_config.json");
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|source| ModelError::Json { path, source }),
+            Ok(text) => {
+                serde_json::from_str(&text).map_err(|source| ModelError::Json { path, source })
+            }
             Err(_) => Ok(Self::default()),
         }
     }

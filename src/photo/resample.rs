@@ -58,7 +58,7 @@ fn clip8(acc: i64) -> u8 {
 }
 
 /// Resizes to `width × height` as Pillow's bicubic resize does.
-pub fn resize_bicubic(src: &RgbImage, width: u32, height: u32) -> RgbImage {
+pub(crate) fn resize_bicubic(src: &RgbImage, width: u32, height: u32) -> RgbImage {
     let (w, h) = src.dimensions();
     let mut img = src.clone();
     if width != w {

@@ -15,13 +15,13 @@ use super::eval::EvalCase;
 use crate::error::ReadingError;
 
 /// The source name of the corpus poems (the persons') in a key.
-pub const CORPUS: &str = "corpus";
+pub(crate) const CORPUS: &str = "corpus";
 
 /// Ids are three digits, so a sheet holds at most this many poems.
 const MAX_POEMS: usize = 900;
 
 /// The four axes, in a score file's column order.
-pub const AXES: [&str; 4] = ["fluency", "coherence", "relevance", "overall"];
+pub(crate) const AXES: [&str; 4] = ["fluency", "coherence", "relevance", "overall"];
 
 /// A sheet for the readers and the key that stays with us.
 #[derive(Debug)]
@@ -139,8 +139,8 @@ impl Key {
 /// reader took it for a person's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Score {
-    pub axes: [u8; 4],
-    pub guessed_person: Option<bool>,
+    pub(crate) axes: [u8; 4],
+    pub(crate) guessed_person: Option<bool>,
 }
 
 /// Reads one reader's score file:
@@ -228,13 +228,13 @@ fn numbered(text: &str) -> impl Iterator<Item = (usize, &str)> {
 /// One source's means over the poems a reader (or all readers) scored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceMeans {
-    pub reader: String,
-    pub source: String,
-    pub poems: usize,
+    pub(crate) reader: String,
+    pub(crate) source: String,
+    pub(crate) poems: usize,
     /// Mean of each of the [`AXES`].
-    pub means: [f64; 4],
+    pub(crate) means: [f64; 4],
     /// Share of the poems guessed to be a person's, of those guessed at all.
-    pub guessed_person: Option<f64>,
+    pub(crate) guessed_person: Option<f64>,
 }
 
 /// Each source's means per axis for every reader, then over all readers

@@ -76,15 +76,15 @@ struct Row {
 }
 
 pub(crate) struct Decoder<'a> {
-    pub model: &'a mut PoetModel,
+    pub(crate) model: &'a mut PoetModel,
     /// [`vocab_tones`] of the model.
-    pub tones: &'a [Option<CharTones>],
-    pub rules: &'a Rules,
-    pub sampling: Sampling,
+    pub(crate) tones: &'a [Option<CharTones>],
+    pub(crate) rules: &'a Rules,
+    pub(crate) sampling: Sampling,
 }
 
 impl Decoder<'_> {
-    pub fn write(&mut self, req: &PoemRequest) -> Result<Vec<Candidate>, PoemError> {
+    pub(crate) fn write(&mut self, req: &PoemRequest) -> Result<Vec<Candidate>, PoemError> {
         self.write_batch(std::slice::from_ref(req))
             .pop()
             .expect("one answer per request")
@@ -93,7 +93,10 @@ impl Decoder<'_> {
     /// Writes several requests' candidates together: the rows of all requests
     /// of one form share each model call. Answers are in the requests' order,
     /// and each is what [`Decoder::write`] gives for that request alone.
-    pub fn write_batch(&mut self, reqs: &[PoemRequest]) -> Vec<Result<Vec<Candidate>, PoemError>> {
+    pub(crate) fn write_batch(
+        &mut self,
+        reqs: &[PoemRequest],
+    ) -> Vec<Result<Vec<Candidate>, PoemError>> {
         let mut answers: Vec<Option<Result<Vec<Candidate>, PoemError>>> =
             reqs.iter().map(|_| None).collect();
         for form in Form::ALL {
@@ -169,7 +172,7 @@ impl Decoder<'_> {
     /// template, rhyme and unrepeated characters, and is scored by the
     /// model's log-probability of it and of the kept lines after it, so that
     /// the poem still reads on. Candidates are distinct and differ from the old line.
-    pub fn rewrite(&mut self, req: &LineRequest) -> Result<Vec<Candidate>, PoemError> {
+    pub(crate) fn rewrite(&mut self, req: &LineRequest) -> Result<Vec<Candidate>, PoemError> {
         let job = Job::new(&req.poem, self.model)?;
         let form = job.plan.form;
         let verse = Verse::rewriting(form, &req.lines, req.line)?;

@@ -19,10 +19,10 @@ use crate::error::{PoemError, ReadingError};
 /// form, its keyword set and (for blind reading) its lines.
 #[derive(Debug, Clone, Deserialize)]
 pub struct EvalCase {
-    pub form: Form,
-    pub keywords: Vec<String>,
+    pub(crate) form: Form,
+    pub(crate) keywords: Vec<String>,
     #[serde(default)]
-    pub lines: Vec<String>,
+    pub(crate) lines: Vec<String>,
 }
 
 impl EvalCase {
@@ -52,26 +52,26 @@ impl EvalCase {
 
 #[derive(Debug, Default, Serialize)]
 pub struct EvalReport {
-    pub poems: usize,
+    pub(crate) poems: usize,
     /// Right number of lines of the right length, Chinese characters only.
-    pub form_ok: f64,
+    pub(crate) form_ok: f64,
     /// Passing the strict checker, all forms and 绝句 alone.
-    pub strict_pass: f64,
-    pub strict_pass_jueju: f64,
+    pub(crate) strict_pass: f64,
+    pub(crate) strict_pass_jueju: f64,
     /// Given keywords found verbatim inside one line, over all given keywords.
-    pub keywords_used: f64,
+    pub(crate) keywords_used: f64,
     /// Lines written.
-    pub lines: usize,
+    pub(crate) lines: usize,
     /// Lines found in the corpus (exact list when given, else the line filter).
-    pub copied_lines: usize,
+    pub(crate) copied_lines: usize,
     /// Lines written that nearly copy a corpus line ([`near_copies`]), a
     /// repeated line each time; measured only with the exact list of corpus lines.
-    pub near_copied_lines: Option<usize>,
+    pub(crate) near_copied_lines: Option<usize>,
     /// Poems that use a character more often than the keywords do (or twice).
-    pub repeated_char_poems: usize,
+    pub(crate) repeated_char_poems: usize,
     /// Distinct characters over all poems written.
-    pub distinct_chars: usize,
-    pub seconds: f64,
+    pub(crate) distinct_chars: usize,
+    pub(crate) seconds: f64,
 }
 
 pub fn evaluate(
@@ -170,7 +170,10 @@ pub fn best_poems(
 /// or last 5 characters are a 5-character corpus line; a 5-character line
 /// that shares 4 in place, or is the first or last 5 characters of a
 /// 7-character corpus line. (An exact copy counts too.)
-pub fn near_copies<'a>(ours: &[String], corpus: impl Iterator<Item = &'a str>) -> HashSet<String> {
+pub(crate) fn near_copies<'a>(
+    ours: &[String],
+    corpus: impl Iterator<Item = &'a str>,
+) -> HashSet<String> {
     // Our lines' patterns (kept positions and their characters, hashed), so
     // that the corpus is read once, whatever its size.
     let mut patterns: HashMap<u64, Vec<&str>> = HashMap::new();

@@ -18,7 +18,7 @@ pub enum Form {
 }
 
 impl Form {
-    pub const ALL: [Form; 4] = [Form::WuJue, Form::QiJue, Form::WuLv, Form::QiLv];
+    pub(crate) const ALL: [Form; 4] = [Form::WuJue, Form::QiJue, Form::WuLv, Form::QiLv];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -29,7 +29,7 @@ impl Form {
         }
     }
 
-    pub fn chars_per_line(self) -> usize {
+    pub(crate) fn chars_per_line(self) -> usize {
         match self {
             Form::WuJue | Form::WuLv => 5,
             Form::QiJue | Form::QiLv => 7,
@@ -44,7 +44,7 @@ impl Form {
     }
 
     /// The form with this many lines of this many characters.
-    pub fn from_shape(lines: usize, chars: usize) -> Option<Form> {
+    pub(crate) fn from_shape(lines: usize, chars: usize) -> Option<Form> {
         Form::ALL
             .into_iter()
             .find(|f| f.lines() == lines && f.chars_per_line() == chars)

@@ -17,33 +17,24 @@ use super::Form;
 
 /// What a position of a line accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
+pub(crate) enum Slot {
     Fixed(Tone),
     Free,
 }
 
-impl Slot {
-    pub fn accepts(self, tone: Tone) -> bool {
-        match self {
-            Slot::Fixed(t) => t == tone,
-            Slot::Free => true,
-        }
-    }
-}
-
 /// Which of the standard templates a poem follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Template {
-    pub form: Form,
+pub(crate) struct Template {
+    pub(crate) form: Form,
     /// Tone of the first line's second character (平起 / 仄起).
-    pub first_second: Tone,
+    pub(crate) first_second: Tone,
     /// Whether the first line rhymes (首句入韵).
-    pub first_rhymes: bool,
+    pub(crate) first_rhymes: bool,
 }
 
 impl Template {
     /// The four templates of a form.
-    pub fn all(form: Form) -> [Template; 4] {
+    pub(crate) fn all(form: Form) -> [Template; 4] {
         [(Ping, true), (Ping, false), (Ze, true), (Ze, false)].map(
             |(first_second, first_rhymes)| Template {
                 form,
@@ -54,7 +45,7 @@ impl Template {
     }
 
     /// The tone of line `i`'s second character, by 粘 and 对.
-    pub fn second_tone(&self, i: usize) -> Tone {
+    pub(crate) fn second_tone(&self, i: usize) -> Tone {
         // Pairs of lines (1,2), (3,4), … alternate; line 2k repeats line 2k-1.
         if i.div_ceil(2).is_multiple_of(2) {
             self.first_second
@@ -63,7 +54,7 @@ impl Template {
         }
     }
 
-    pub fn end_tone(&self, i: usize) -> Tone {
+    pub(crate) fn end_tone(&self, i: usize) -> Tone {
         if i % 2 == 1 || (i == 0 && self.first_rhymes) {
             Ping
         } else {
@@ -72,12 +63,12 @@ impl Template {
     }
 
     /// Whether line `i` ends in the rhyme.
-    pub fn rhymes(&self, i: usize) -> bool {
+    pub(crate) fn rhymes(&self, i: usize) -> bool {
         self.end_tone(i) == Ping
     }
 
     /// The slots of line `i`.
-    pub fn line(&self, i: usize) -> Vec<Slot> {
+    pub(crate) fn line(&self, i: usize) -> Vec<Slot> {
         line_slots(
             self.form.chars_per_line(),
             self.second_tone(i),
@@ -88,12 +79,12 @@ impl Template {
 
 /// 一三(五)不论: the odd-numbered characters but the last accept either tone
 /// (counting from 1; `p` counts from 0).
-pub fn free_by_position(p: usize, n: usize) -> bool {
+pub(crate) fn free_by_position(p: usize, n: usize) -> bool {
     p.is_multiple_of(2) && p != n - 1
 }
 
 /// The slots of a line of `n` characters (5 or 7) with the given second and last tones.
-pub fn line_slots(n: usize, second: Tone, end: Tone) -> Vec<Slot> {
+pub(crate) fn line_slots(n: usize, second: Tone, end: Tone) -> Vec<Slot> {
     // The five-character core, keyed by its own second tone and its end.
     let core_second = if n == 7 { second.opposite() } else { second };
     let core: [Tone; 5] = match (core_second, end) {

@@ -19,9 +19,9 @@ pub mod eval;
 mod form;
 #[cfg(feature = "llm")]
 mod llm;
-pub mod meter;
+pub(crate) mod meter;
 pub mod model;
-pub mod novelty;
+pub(crate) mod novelty;
 mod request;
 pub mod rhyme;
 mod rules;
@@ -35,7 +35,8 @@ use candle_core::{DType, Device};
 pub use form::Form;
 #[cfg(feature = "llm")]
 pub use llm::{LlmPoet, LlmSpec};
-pub use request::{rank, Candidate, LineRequest, PoemRequest, PoetChoice, Sampling, ScoreWeights};
+pub(crate) use request::{rank, ScoreWeights};
+pub use request::{Candidate, LineRequest, PoemRequest, PoetChoice, Sampling};
 
 use crate::error::{ModelError, PoemError};
 use rules::{CharTones, Rules};
@@ -119,7 +120,7 @@ impl Poet {
     }
 
     /// Whether a line is in the training corpus, by the shipped line filter.
-    pub fn copies_corpus(&self, line: &str) -> bool {
+    pub(crate) fn copies_corpus(&self, line: &str) -> bool {
         self.rules.copies_corpus(line)
     }
 }

@@ -16,14 +16,14 @@ const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 /// A second offset basis for the second hash.
 const FNV_OFFSET_2: u64 = 0x84222325_cbf29ce4;
 
-pub struct LineFilter {
+pub(crate) struct LineFilter {
     bits: Vec<u8>,
     num_bits: u64,
     num_hashes: u32,
 }
 
 impl LineFilter {
-    pub fn load(path: &Path) -> Result<Self, ModelError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, ModelError> {
         let bytes = std::fs::read(path).map_err(|source| ModelError::MissingFile {
             path: path.to_owned(),
             source,
@@ -48,7 +48,7 @@ impl LineFilter {
         })
     }
 
-    pub fn contains(&self, line: &str) -> bool {
+    pub(crate) fn contains(&self, line: &str) -> bool {
         let (h1, h2) = hashes(line);
         (0..self.num_hashes as u64).all(|k| {
             let bit = h1.wrapping_add(k.wrapping_mul(h2)) % self.num_bits;

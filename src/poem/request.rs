@@ -18,7 +18,7 @@ pub enum PoetChoice {
 }
 
 impl PoetChoice {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             PoetChoice::T5 => "t5",
             PoetChoice::Llm => "llm",
@@ -81,10 +81,10 @@ pub struct Candidate {
     pub mean_logprob: f64,
     pub keywords_used: Vec<String>,
     /// Share of the request's keywords the poem contains (1 when none were given).
-    pub keyword_share: f64,
+    pub(crate) keyword_share: f64,
     /// Cosine similarity of the poem's text to the photo it was written for.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub photo_similarity: Option<f64>,
+    pub(crate) photo_similarity: Option<f64>,
     /// The rerank score, set by [`rank`]; the best candidate has the highest.
     pub score: f64,
 }
@@ -114,9 +114,9 @@ impl Candidate {
 
 /// How much each part of a candidate weighs in its score beside its mean log-probability.
 #[derive(Debug, Clone, Copy)]
-pub struct ScoreWeights {
-    pub keyword_share: f64,
-    pub photo_similarity: f64,
+pub(crate) struct ScoreWeights {
+    pub(crate) keyword_share: f64,
+    pub(crate) photo_similarity: f64,
 }
 
 impl ScoreWeights {
@@ -131,7 +131,7 @@ impl ScoreWeights {
 
 /// Scores the candidates — mean log-probability + the weighted keyword share
 /// and photo similarity — and sorts them best first.
-pub fn rank(candidates: &mut [Candidate], weights: ScoreWeights) {
+pub(crate) fn rank(candidates: &mut [Candidate], weights: ScoreWeights) {
     for c in candidates.iter_mut() {
         c.score = c.mean_logprob
             + weights.keyword_share * c.keyword_share

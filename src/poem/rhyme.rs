@@ -20,14 +20,14 @@ pub enum Tone {
 }
 
 impl Tone {
-    pub fn opposite(self) -> Tone {
+    pub(crate) fn opposite(self) -> Tone {
         match self {
             Tone::Ping => Tone::Ze,
             Tone::Ze => Tone::Ping,
         }
     }
 
-    pub fn as_char(self) -> char {
+    pub(crate) fn as_char(self) -> char {
         match self {
             Tone::Ping => '平',
             Tone::Ze => '仄',
@@ -37,7 +37,7 @@ impl Tone {
 
 /// One of the 106 groups, by its index in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RhymeGroup(pub u8);
+pub(crate) struct RhymeGroup(pub(crate) u8);
 
 pub struct RhymeTable {
     /// Group names, e.g. `上平一东`, indexed by [`RhymeGroup`].
@@ -87,20 +87,20 @@ impl RhymeTable {
         table
     }
 
-    pub fn group_count(&self) -> usize {
+    pub(crate) fn group_count(&self) -> usize {
         self.names.len()
     }
 
-    pub fn name(&self, group: RhymeGroup) -> &str {
+    pub(crate) fn name(&self, group: RhymeGroup) -> &str {
         &self.names[group.0 as usize]
     }
 
-    pub fn tone_of_group(&self, group: RhymeGroup) -> Tone {
+    pub(crate) fn tone_of_group(&self, group: RhymeGroup) -> Tone {
         self.tones[group.0 as usize]
     }
 
     /// Every group the character stands in (empty when it is not in the table).
-    pub fn groups(&self, c: char) -> &[RhymeGroup] {
+    pub(crate) fn groups(&self, c: char) -> &[RhymeGroup] {
         self.groups_of.get(&c).map_or(&[], Vec::as_slice)
     }
 
@@ -112,7 +112,7 @@ impl RhymeTable {
     }
 
     /// The tone when every reading agrees; `None` for unknown or ambiguous characters.
-    pub fn tone(&self, c: char) -> Option<Tone> {
+    pub(crate) fn tone(&self, c: char) -> Option<Tone> {
         match (self.can_be(c, Tone::Ping), self.can_be(c, Tone::Ze)) {
             (true, false) => Some(Tone::Ping),
             (false, true) => Some(Tone::Ze),
@@ -121,25 +121,26 @@ impl RhymeTable {
     }
 
     /// The level-tone groups of `c` (the groups a rhyming line can end in).
-    pub fn level_groups(&self, c: char) -> impl Iterator<Item = RhymeGroup> + '_ {
+    pub(crate) fn level_groups(&self, c: char) -> impl Iterator<Item = RhymeGroup> + '_ {
         self.groups(c)
             .iter()
             .copied()
             .filter(|&g| self.tone_of_group(g) == Tone::Ping)
     }
 
-    /// Every character of the table.
-    pub fn characters(&self) -> impl Iterator<Item = char> + '_ {
+    /// Every character of the table (the LLM poet's vocabulary filter).
+    #[cfg(feature = "llm")]
+    pub(crate) fn characters(&self) -> impl Iterator<Item = char> + '_ {
         self.groups_of.keys().copied()
     }
 
-    pub fn rhymes_with(&self, c: char, group: RhymeGroup) -> bool {
+    pub(crate) fn rhymes_with(&self, c: char, group: RhymeGroup) -> bool {
         self.groups(c).contains(&group)
     }
 }
 
 /// CJK unified ideographs (the basic block and extension A).
-pub fn is_han(c: char) -> bool {
+pub(crate) fn is_han(c: char) -> bool {
     matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}')
 }
 

@@ -36,15 +36,15 @@ const MIN_RHYME_GROUP: usize = 30;
 /// What the rules need to know of one character.
 #[derive(Debug, Clone)]
 pub(crate) struct CharTones {
-    pub c: char,
-    pub ping: bool,
-    pub ze: bool,
-    pub level_groups: Vec<RhymeGroup>,
+    pub(crate) c: char,
+    pub(crate) ping: bool,
+    pub(crate) ze: bool,
+    pub(crate) level_groups: Vec<RhymeGroup>,
 }
 
 impl CharTones {
     /// `None` for a character the 平水韵 table does not hold.
-    pub fn of(c: char) -> Option<Self> {
+    pub(crate) fn of(c: char) -> Option<Self> {
         let table = RhymeTable::get();
         let (ping, ze) = (table.can_be(c, Tone::Ping), table.can_be(c, Tone::Ze));
         (ping || ze).then(|| Self {
@@ -56,7 +56,7 @@ impl CharTones {
     }
 
     /// Whether the character's tone fits a slot.
-    pub fn fits(&self, slot: Slot) -> bool {
+    pub(crate) fn fits(&self, slot: Slot) -> bool {
         match slot {
             Slot::Fixed(Tone::Ping) => self.ping,
             Slot::Fixed(Tone::Ze) => self.ze,
@@ -73,7 +73,7 @@ pub(crate) struct Rules {
 }
 
 impl Rules {
-    pub fn new<'a>(
+    pub(crate) fn new<'a>(
         writable: impl IntoIterator<Item = &'a CharTones>,
         novelty: Option<LineFilter>,
     ) -> Self {
@@ -98,15 +98,15 @@ impl Rules {
     }
 
     /// Whether a line is in the training corpus, by the line filter.
-    pub fn copies_corpus(&self, line: &str) -> bool {
+    pub(crate) fn copies_corpus(&self, line: &str) -> bool {
         self.novelty.as_ref().is_some_and(|f| f.contains(line))
     }
 }
 
 /// A request's keywords, acrostic and repeat budget, worked out once.
 pub(crate) struct Plan {
-    pub form: Form,
-    pub keywords: Vec<String>,
+    pub(crate) form: Form,
+    pub(crate) keywords: Vec<String>,
     keyword_chars: Vec<Vec<char>>,
     acrostic: Option<Vec<char>>,
     /// How often a character may appear: as often as the keywords (or the
@@ -116,7 +116,10 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// `writable`: whether the poet can write a character (the acrostic's must be).
-    pub fn new(req: &PoemRequest, writable: impl Fn(char) -> bool) -> Result<Self, PoemError> {
+    pub(crate) fn new(
+        req: &PoemRequest,
+        writable: impl Fn(char) -> bool,
+    ) -> Result<Self, PoemError> {
         let form = req.form;
         let keywords: Vec<String> = req
             .keywords
@@ -159,7 +162,7 @@ impl Plan {
     }
 
     /// The templates an acrostic's characters fit (all four without one, or when none fits).
-    pub fn templates(&self) -> Vec<Template> {
+    pub(crate) fn templates(&self) -> Vec<Template> {
         let all = Template::all(self.form);
         let Some(a) = &self.acrostic else {
             return all.to_vec();
@@ -180,7 +183,7 @@ impl Plan {
     }
 
     /// The keywords a poem's lines contain, each inside one line.
-    pub fn keywords_used(&self, lines: &[String]) -> Vec<String> {
+    pub(crate) fn keywords_used(&self, lines: &[String]) -> Vec<String> {
         self.keywords
             .iter()
             .filter(|k| lines.iter().any(|l| l.contains(k.as_str())))
@@ -193,14 +196,14 @@ impl Plan {
 /// used, the rhyme chosen, a keyword under way.
 #[derive(Debug, Clone)]
 pub(crate) struct Verse {
-    pub template: Template,
+    pub(crate) template: Template,
     /// The template's slots, line by line, worked out once.
     slots: Arc<Vec<Vec<Slot>>>,
     /// The lines before the one being written.
-    pub lines: Vec<String>,
-    pub current: Vec<char>,
+    pub(crate) lines: Vec<String>,
+    pub(crate) current: Vec<char>,
     /// The kept lines after it, when one line is rewritten.
-    pub rest: Vec<String>,
+    pub(crate) rest: Vec<String>,
     /// The line being rewritten, which must not come out again.
     refused: Option<String>,
     used: HashMap<char, usize>,
@@ -211,7 +214,7 @@ pub(crate) struct Verse {
 }
 
 impl Verse {
-    pub fn new(template: Template) -> Self {
+    pub(crate) fn new(template: Template) -> Self {
         Self {
             template,
             slots: slots_of(template),
@@ -231,7 +234,7 @@ impl Verse {
     /// a rhyming and a non-rhyming first line alike, so the template taken is
     /// the first under which the kept rhyming lines share a group — one the
     /// old line follows too, if any.
-    pub fn rewriting(form: Form, lines: &[String], line: usize) -> Result<Self, PoemError> {
+    pub(crate) fn rewriting(form: Form, lines: &[String], line: usize) -> Result<Self, PoemError> {
         let (count, n) = (form.lines(), form.chars_per_line());
         if lines.len() != count {
             return Err(PoemError::Lines(format!(
@@ -310,14 +313,14 @@ impl Verse {
     }
 
     /// The index of the line being written.
-    pub fn line(&self) -> usize {
+    pub(crate) fn line(&self) -> usize {
         self.lines.len()
     }
 
     /// Whether `ct` may stand at place `pos` of the current line, after the
     /// current characters and then `planned` (the characters a keyword would
     /// put between them).
-    pub fn allows(
+    pub(crate) fn allows(
         &self,
         plan: &Plan,
         rules: &Rules,
@@ -370,7 +373,7 @@ impl Verse {
 
     /// Whether `c` would complete a line of the training corpus, or the line
     /// being rewritten.
-    pub fn refuses(&self, plan: &Plan, rules: &Rules, c: char) -> bool {
+    pub(crate) fn refuses(&self, plan: &Plan, rules: &Rules, c: char) -> bool {
         if self.current.len() + 1 != plan.form.chars_per_line() {
             return false;
         }
@@ -382,7 +385,7 @@ impl Verse {
     /// The first character of each unused keyword that can open here as one
     /// word of the line and be written to its end under the rules, with the
     /// keyword's other characters. `tones` gives what the poet can write.
-    pub fn keyword_openings<'t>(
+    pub(crate) fn keyword_openings<'t>(
         &self,
         plan: &Plan,
         rules: &Rules,
@@ -413,18 +416,18 @@ impl Verse {
     }
 
     /// The next character of a keyword under way, if one is.
-    pub fn keyword_next(&self) -> Option<char> {
+    pub(crate) fn keyword_next(&self) -> Option<char> {
         self.pending.front().copied()
     }
 
     /// Gives up the keyword under way (the rules no longer let it go on).
-    pub fn drop_keyword(&mut self) {
+    pub(crate) fn drop_keyword(&mut self) {
         self.pending.clear();
     }
 
     /// Writes `ct` at the next place. `keyword_rest`: the characters still to
     /// come when `ct` opens a keyword.
-    pub fn push(&mut self, rules: &Rules, ct: &CharTones, keyword_rest: Option<&[char]>) {
+    pub(crate) fn push(&mut self, rules: &Rules, ct: &CharTones, keyword_rest: Option<&[char]>) {
         match keyword_rest {
             Some(rest) => self.pending = rest.iter().copied().collect(),
             None if self.pending.front() == Some(&ct.c) => {
@@ -451,7 +454,7 @@ impl Verse {
     }
 
     /// Ends the current line.
-    pub fn end_line(&mut self) {
+    pub(crate) fn end_line(&mut self) {
         let text: String = self.current.drain(..).collect();
         self.lines.push(text);
         self.pending.clear();

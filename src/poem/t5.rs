@@ -329,7 +329,7 @@ impl Stack {
     }
 }
 
-pub struct T5 {
+pub(crate) struct T5 {
     shared: Embedding,
     encoder: Stack,
     decoder: Stack,
@@ -340,7 +340,7 @@ pub struct T5 {
 
 impl T5 {
     /// Loads an untied model (`tie_word_embeddings: false`, an `lm_head.weight`).
-    pub fn load(vb: VarBuilder, cfg: &t5::Config) -> Result<Self> {
+    pub(crate) fn load(vb: VarBuilder, cfg: &t5::Config) -> Result<Self> {
         if cfg.tie_word_embeddings {
             candle_core::bail!(
                 "config.json says tie_word_embeddings: true; the poet expects an untied, unscaled \
@@ -360,7 +360,11 @@ impl T5 {
 
     /// Encodes `(batch, len)` token ids and resets the decoder's caches;
     /// `padding` (`(batch, 1, 1, len)`, added to the scores) masks padded positions.
-    pub fn encode(&mut self, input_ids: &Tensor, padding: Option<&Tensor>) -> Result<Tensor> {
+    pub(crate) fn encode(
+        &mut self,
+        input_ids: &Tensor,
+        padding: Option<&Tensor>,
+    ) -> Result<Tensor> {
         self.decoder.clear_cache();
         self.decoded = 0;
         let (_, len) = input_ids.dims2()?;
@@ -382,7 +386,7 @@ impl T5 {
 
     /// Feeds one token per row, `(batch, 1)`, and returns the next token's
     /// logits `(batch, vocab)` as f32; `padding` as for [`T5::encode`].
-    pub fn decode_step(
+    pub(crate) fn decode_step(
         &mut self,
         tokens: &Tensor,
         encoded: &Tensor,

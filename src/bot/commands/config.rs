@@ -6,12 +6,12 @@ use poise::serenity_prelude as serenity;
 use crate::bot::types::{BotError, Context};
 
 /// Whether these permissions may change the channel's settings.
-pub fn may_manage(permissions: serenity::Permissions) -> bool {
+pub(crate) fn may_manage(permissions: serenity::Permissions) -> bool {
     permissions.manage_channels() || permissions.administrator()
 }
 
 /// The handler-side check behind `default_member_permissions`.
-pub async fn require_manage_channels(ctx: Context<'_>) -> Result<(), BotError> {
+pub(crate) async fn require_manage_channels(ctx: Context<'_>) -> Result<(), BotError> {
     let allowed = match ctx {
         poise::Context::Application(app) => app
             .interaction
@@ -35,13 +35,13 @@ pub async fn require_manage_channels(ctx: Context<'_>) -> Result<(), BotError> {
     subcommand_required,
     default_member_permissions = "MANAGE_CHANNELS"
 )]
-pub async fn config(_: Context<'_>) -> Result<(), BotError> {
+pub(crate) async fn config(_: Context<'_>) -> Result<(), BotError> {
     Ok(())
 }
 
 /// 查看设置
 #[poise::command(slash_command)]
-pub async fn show(ctx: Context<'_>) -> Result<(), BotError> {
+pub(crate) async fn show(ctx: Context<'_>) -> Result<(), BotError> {
     require_manage_channels(ctx).await?;
     let data = ctx.data();
     let s = data.state.get(ctx.channel_id().get());
@@ -65,7 +65,7 @@ pub async fn show(ctx: Context<'_>) -> Result<(), BotError> {
 
 /// 修改设置：top_k（1–16）、form、poet（t5/llm）、candidates（1–32）、auto_reply（on/off）、user_cooldown（秒）
 #[poise::command(slash_command)]
-pub async fn set(
+pub(crate) async fn set(
     ctx: Context<'_>,
     #[description = "top_k, form, poet, candidates, auto_reply, user_cooldown"] key: String,
     #[description = "新的值"] value: String,

@@ -13,13 +13,13 @@ use crate::keywords::KeywordList;
     subcommands("list", "add", "remove", "use_list", "reset"),
     subcommand_required
 )]
-pub async fn keywords(_: Context<'_>) -> Result<(), BotError> {
+pub(crate) async fn keywords(_: Context<'_>) -> Result<(), BotError> {
     Ok(())
 }
 
 /// 查看本频道的词表
 #[poise::command(slash_command)]
-pub async fn list(ctx: Context<'_>) -> Result<(), BotError> {
+pub(crate) async fn list(ctx: Context<'_>) -> Result<(), BotError> {
     let settings = ctx.data().state.get(ctx.channel_id().get());
     let text = match settings.keyword_list() {
         KeywordList::BuiltIn => "本频道用内置词表（六百余个古典意象）。".to_owned(),
@@ -40,7 +40,7 @@ pub async fn list(ctx: Context<'_>) -> Result<(), BotError> {
 }
 
 /// Keywords as the user typed them: split at spaces and commas, 1–8 characters each.
-pub fn parse_words(text: &str) -> Result<Vec<String>, BotError> {
+pub(crate) fn parse_words(text: &str) -> Result<Vec<String>, BotError> {
     let words = crate::keywords::split_keywords(text);
     if words.is_empty() {
         return Err(BotError::Input("请给出至少一个关键词".into()));
@@ -56,7 +56,7 @@ pub fn parse_words(text: &str) -> Result<Vec<String>, BotError> {
 
 /// 加入关键词（需要“管理频道”权限）
 #[poise::command(slash_command, default_member_permissions = "MANAGE_CHANNELS")]
-pub async fn add(
+pub(crate) async fn add(
     ctx: Context<'_>,
     #[description = "关键词，用空格分开"] words: String,
 ) -> Result<(), BotError> {
@@ -89,7 +89,7 @@ pub async fn add(
 
 /// 删除关键词（需要“管理频道”权限）
 #[poise::command(slash_command, default_member_permissions = "MANAGE_CHANNELS")]
-pub async fn remove(
+pub(crate) async fn remove(
     ctx: Context<'_>,
     #[description = "关键词，用空格分开"] words: String,
 ) -> Result<(), BotError> {
@@ -111,7 +111,7 @@ pub async fn remove(
     rename = "use",
     default_member_permissions = "MANAGE_CHANNELS"
 )]
-pub async fn use_list(
+pub(crate) async fn use_list(
     ctx: Context<'_>,
     #[description = "default 或 custom"] list: String,
 ) -> Result<(), BotError> {
@@ -152,7 +152,7 @@ pub async fn use_list(
 
 /// 清空本频道的词，恢复内置词表（需要“管理频道”权限）
 #[poise::command(slash_command, default_member_permissions = "MANAGE_CHANNELS")]
-pub async fn reset(ctx: Context<'_>) -> Result<(), BotError> {
+pub(crate) async fn reset(ctx: Context<'_>) -> Result<(), BotError> {
     require_manage_channels(ctx).await?;
     ctx.data().state.update(ctx.channel_id().get(), |s| {
         s.keywords = None;

@@ -1,5 +1,5 @@
 //! Slash commands, one file each.
 
-pub mod config;
-pub mod keywords;
-pub mod poem;
+pub(crate) mod config;
+pub(crate) mod keywords;
+pub(crate) mod poem;

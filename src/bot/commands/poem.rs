@@ -9,7 +9,7 @@ use crate::pipeline::Request;
 use crate::poem::Form;
 
 #[derive(Debug, Clone, Copy, poise::ChoiceParameter)]
-pub enum FormChoice {
+pub(crate) enum FormChoice {
     #[name = "五绝"]
     WuJue,
     #[name = "七绝"]
@@ -57,7 +57,7 @@ async fn autocomplete_keyword(
 
 /// 写一首诗：用你的关键词，或一张照片
 #[poise::command(slash_command)]
-pub async fn poem(
+pub(crate) async fn poem(
     ctx: Context<'_>,
     #[description = "意象关键词，用空格分开，如：春风 明月"]
     #[autocomplete = "autocomplete_keyword"]
