@@ -320,6 +320,39 @@ pub struct Reference<'a> {
 }
 
 impl Reference<'_> {
+    /// The torch and transformers versions the reference runs on.
+    pub fn versions(&self) -> Result<String, ReferenceError> {
+        let v = run_reference(self.command("versions"))?;
+        let version = |key: &'static str| {
+            v[key]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| ReferenceError::Lacks {
+                    key,
+                    output: v.to_string(),
+                })
+        };
+        Ok(format!(
+            "torch {}, transformers {}",
+            version("torch")?,
+            version("transformers")?
+        ))
+    }
+
+    /// The line `bench` prints first: the CPU by name, the threads each side
+    /// uses, and the reference's versions, so that a table names its machine.
+    pub fn machine_line(&self) -> String {
+        let python = match self.versions() {
+            Ok(versions) => versions,
+            Err(why) => format!("not run: {why}"),
+        };
+        format!(
+            "machine: {}, {} CPU threads; python reference: {python}",
+            cpu_name(),
+            crate::device::cpu_threads()
+        )
+    }
+
     /// The script's subcommand `what`, on as many CPU threads as ours.
     fn command(&self, what: &str) -> Command {
         let mut cmd = Command::new(self.python);
@@ -347,6 +380,19 @@ pub enum ReferenceError {
     },
     #[error("reference output lacks {key}: {output}")]
     Lacks { key: &'static str, output: String },
+}
+
+/// The CPU's model name as `/proc/cpuinfo` gives it (Linux), else the architecture.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| format!("a {} CPU", std::env::consts::ARCH))
 }
 
 fn field(v: &serde_json::Value, key: &'static str) -> Result<f64, ReferenceError> {

@@ -444,6 +444,7 @@ fn bench(config: &Config, placement: &Placement, args: BenchArgs) -> Result<Exit
         python: &args.python,
         script: &script,
     };
+    println!("{}", reference.machine_line());
     if args.serve {
         return bench_serve(config, placement, &args, &dir, &reference);
     }

@@ -415,3 +415,59 @@ fn an_unknown_poet_is_refused() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("t5 or llm"), "{err}");
 }
+
+/// `bench` names the CPU and the reference's versions before its tables; a
+/// stand-in for the Python reference answers as tools/reference.py does.
+#[cfg(unix)]
+#[test]
+fn bench_names_the_machine_and_the_reference() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let python = dir.path().join("python");
+    std::fs::write(
+        &python,
+        "#!/bin/sh\n# $1 is the script, $2 the subcommand.\ncase \"$2\" in\n\
+         versions) echo '{\"torch\": \"9.9.0\", \"transformers\": \"8.8.0\"}' ;;\n\
+         poem) echo '{\"ms_per_poem\": 1000.0, \"tokens_per_s\": 50.0}' ;;\n\
+         *) exit 1 ;;\nesac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split_once(':').unwrap().1.trim().to_owned())
+        });
+    let bench = |python: &str| {
+        stdout(yingshi().args([
+            "bench",
+            "--poems",
+            "1",
+            "--candidates",
+            "1",
+            "--python",
+            python,
+        ]))
+    };
+
+    let out = bench(python.to_str().unwrap());
+    let first = out.lines().next().unwrap_or_default();
+    assert!(first.starts_with("machine: "), "{out}");
+    if let Some(cpu) = cpu {
+        assert!(first.contains(&cpu), "{first} lacks {cpu}");
+    }
+    assert!(
+        first.contains("python reference: torch 9.9.0, transformers 8.8.0"),
+        "{first}"
+    );
+    assert!(out.contains("1000.0 ms/poem"), "{out}");
+
+    let out = bench("/nonexistent/python");
+    let first = out.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("python reference: not run: cannot start /nonexistent/python"),
+        "{first}"
+    );
+}

@@ -16,6 +16,7 @@ import json
 import time
 
 import torch
+import transformers
 from transformers import LogitsProcessor, LogitsProcessorList, T5ForConditionalGeneration
 from tokenizers import Tokenizer
 
@@ -225,6 +226,10 @@ def bench_serve(args):
     print(json.dumps({"levels": results, "threads": torch.get_num_threads()}))
 
 
+def versions(args):
+    print(json.dumps({"torch": torch.__version__, "transformers": transformers.__version__}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="what", required=True)
@@ -254,8 +259,10 @@ def main():
     v.add_argument("--device", default="cpu", help="cpu or cuda")
     v.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     v.add_argument("--threads", type=int, default=torch.get_num_threads())
+    r = sub.add_parser("versions")
+    r.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
-    {"poem": bench_poem, "clip": bench_clip, "serve": bench_serve}[args.what](args)
+    {"poem": bench_poem, "clip": bench_clip, "serve": bench_serve, "versions": versions}[args.what](args)
 
 
 if __name__ == "__main__":
