@@ -18,6 +18,10 @@ const BOT: &str = "100";
 const CHANNEL: &str = "200";
 const GUILD: &str = "300";
 
+/// The tests run one at a time: each starts bots with models of their own,
+/// and the load run measures this process's resident memory.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
 /// A request the bot made.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -455,6 +459,7 @@ fn cdn_requests(seen: &[Seen]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn photo_posts_slash_commands_and_settings() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let discord = FakeDiscord::start().await;
     let dir = tempfile::tempdir().unwrap();
     let state_file = dir.path().join("state.json");
@@ -793,6 +798,7 @@ async fn photo_posts_slash_commands_and_settings() {
 /// state file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shards_answer_their_own_guilds() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let discord = FakeDiscord::start().await;
     let dir = tempfile::tempdir().unwrap();
     let state_file = dir.path().join("state.json");
@@ -901,6 +907,7 @@ fn rss_kib() -> u64 {
 /// The small test models keep it to seconds; the figures print for the README.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_run_answers_everyone() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let discord = FakeDiscord::start().await;
     let dir = tempfile::tempdir().unwrap();
     start_bot_with(
