@@ -295,10 +295,7 @@ impl ServeBench<'_> {
         let v = run_reference(cmd)?;
         v["levels"]
             .as_array()
-            .ok_or_else(|| ReferenceError::Lacks {
-                key: "levels",
-                output: v.to_string(),
-            })?
+            .ok_or_else(|| ReferenceError::lacks("levels", &v))?
             .iter()
             .map(|level| {
                 Ok(ServeTiming {
@@ -327,10 +324,7 @@ impl Reference<'_> {
             v[key]
                 .as_str()
                 .map(str::to_owned)
-                .ok_or_else(|| ReferenceError::Lacks {
-                    key,
-                    output: v.to_string(),
-                })
+                .ok_or_else(|| ReferenceError::lacks(key, &v))
         };
         Ok(format!(
             "torch {}, transformers {}",
@@ -382,6 +376,15 @@ pub enum ReferenceError {
     Lacks { key: &'static str, output: String },
 }
 
+impl ReferenceError {
+    fn lacks(key: &'static str, output: &serde_json::Value) -> Self {
+        ReferenceError::Lacks {
+            key,
+            output: output.to_string(),
+        }
+    }
+}
+
 /// The CPU's model name as `/proc/cpuinfo` gives it (Linux), else the architecture.
 fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
@@ -396,10 +399,7 @@ fn cpu_name() -> String {
 }
 
 fn field(v: &serde_json::Value, key: &'static str) -> Result<f64, ReferenceError> {
-    v[key].as_f64().ok_or_else(|| ReferenceError::Lacks {
-        key,
-        output: v.to_string(),
-    })
+    v[key].as_f64().ok_or_else(|| ReferenceError::lacks(key, v))
 }
 
 /// Runs a reference script and reads the JSON line it prints last.

@@ -123,17 +123,16 @@ mod tests {
     #[test]
     fn dtypes_follow_the_device() {
         assert!(matches!(parse_dtype("auto", &Device::Cpu), Ok(DType::F32)));
-        assert!(matches!(
-            parse_dtype("bf16", &Device::Cpu),
-            Err(PlacementError::Bf16OnCpu)
-        ));
-        assert!(matches!(
-            parse_dtype("f16", &Device::Cpu),
-            Err(PlacementError::Dtype(d)) if d == "f16"
-        ));
-        assert!(matches!(
-            parse_device("cuda:x"),
-            Err(PlacementError::Device(_))
-        ));
+        let err = parse_dtype("bf16", &Device::Cpu).unwrap_err();
+        assert!(matches!(err, PlacementError::Bf16OnCpu));
+        assert!(err.to_string().contains("GPU"), "{err}");
+        for unknown in ["f16", "f8"] {
+            let err = parse_dtype(unknown, &Device::Cpu).unwrap_err();
+            assert!(matches!(&err, PlacementError::Dtype(d) if d == unknown));
+            assert!(err.to_string().contains("bf16"), "{err}");
+        }
+        let err = parse_device("cuda:x").unwrap_err();
+        assert!(matches!(err, PlacementError::Device(_)));
+        assert!(err.to_string().contains("cuda:N"), "{err}");
     }
 }

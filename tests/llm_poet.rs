@@ -7,8 +7,9 @@
 use std::path::PathBuf;
 
 use assert_cmd::Command;
+use yingshi::error::PoemError;
 use yingshi::poem::checker::check_lines;
-use yingshi::poem::{Form, LineRequest, LlmPoet, LlmSpec, PoemRequest, Sampling};
+use yingshi::poem::{Candidate, Form, LineRequest, LlmPoet, LlmSpec, PoemRequest, Sampling};
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3-tiny")
@@ -43,6 +44,22 @@ fn request(form: Form, keywords: &[&str], acrostic: Option<&str>, seed: u64) -> 
     }
 }
 
+/// The candidates of an answer, each checked to be of the request's form and
+/// to pass the checker; at least one.
+fn candidates_under_the_rules(
+    req: &PoemRequest,
+    answer: Result<Vec<Candidate>, PoemError>,
+) -> Vec<Candidate> {
+    let candidates = answer.unwrap();
+    assert!(!candidates.is_empty());
+    for c in &candidates {
+        let report = check_lines(&c.lines);
+        assert_eq!(report.form, Some(req.form), "{:?}", c.lines);
+        assert!(report.pass, "{:?}: {:?}", c.lines, report.violations);
+    }
+    candidates
+}
+
 #[test]
 fn every_poem_passes_the_checker() {
     let mut poet = poet();
@@ -54,12 +71,7 @@ fn every_poem_passes_the_checker() {
     ];
     let answers = poet.write_batch(&requests, sampling(0.8));
     for (req, answer) in requests.iter().zip(answers) {
-        let candidates = answer.unwrap();
-        assert!(!candidates.is_empty());
-        for c in &candidates {
-            let report = check_lines(&c.lines);
-            assert_eq!(report.form, Some(req.form), "{:?}", c.lines);
-            assert!(report.pass, "{:?}: {:?}", c.lines, report.violations);
+        for c in &candidates_under_the_rules(req, answer) {
             assert!(c.mean_logprob.is_finite() && c.mean_logprob <= 0.0);
             // No character is repeated but as the keywords repeat it.
             let mut chars: Vec<char> = c.lines.concat().chars().collect();
@@ -98,12 +110,7 @@ fn a_batch_answers_each_request_as_asked() {
     let together = poet.write_batch(&[a.clone(), b.clone()], sampling(0.0));
     assert_eq!(together.len(), 2);
     for (req, answer) in [a, b].iter().zip(together) {
-        let candidates = answer.unwrap();
-        assert!(!candidates.is_empty());
-        for c in &candidates {
-            let report = check_lines(&c.lines);
-            assert_eq!(report.form, Some(req.form), "{:?}", c.lines);
-            assert!(report.pass, "{:?}: {:?}", c.lines, report.violations);
+        for c in &candidates_under_the_rules(req, answer) {
             assert!(
                 c.keywords_used.iter().all(|k| req.keywords.contains(k)),
                 "{:?} uses {:?}",

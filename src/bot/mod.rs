@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::pipeline::Pipeline;
 use crate::worker::{Batching, Worker};
+use shards::Shards;
 use types::{BotError, Data};
 
 /// Builds the bot's state, connects, and runs until the connection ends.
@@ -121,11 +122,9 @@ pub async fn run(config: Config, pipeline: Pipeline) -> Result<(), Error> {
         .await
         .map_err(|e| Error::Service(format!("cannot start the Discord client: {e}")))?;
     let connected = match shards {
-        shards::Shards::Auto => client.start_autosharded().await,
+        Shards::Auto => client.start_autosharded().await,
         // serenity's range is inclusive of its end, unlike Rust's.
-        shards::Shards::Range { first, last, total } => {
-            client.start_shard_range(first..last, total).await
-        }
+        Shards::Range { first, last, total } => client.start_shard_range(first..last, total).await,
     };
     connected.map_err(|e| Error::Service(format!("the Discord connection ended: {e}")))
 }
