@@ -3,17 +3,21 @@
 character on the first 300 held-out poems (train.py's figure), and that of a
 linear mixture with the T5's probabilities.
 
-    python training/ngram_mix.py DATA ORDER [MIN_COUNT] [T5_LOGP.npy]
+    python training/ngram_mix.py DATA ORDER [MIN_COUNT] [T5_DIR]
 
-DATA is prepare.py's output (train.jsonl); T5_LOGP.npy holds the T5's
-log-probability of each held-out character in the same order (poem, line,
-character), e.g. from char_loss's targets in train.py."""
-import json, sys, numpy as np
+DATA is prepare.py's output (train.jsonl); n-grams seen fewer than MIN_COUNT
+times are dropped (their mass goes to the backoff); T5_DIR, an exported poet
+such as models/poet-t5, adds its loss and the mixtures'."""
+import json, sys, numpy as np, torch
 from pathlib import Path
+from tokenizers import Tokenizer
+
+from train import EOS, PAD, SEP, load_init, load_poems, source
 
 DATA = Path(sys.argv[1]); N = int(sys.argv[2]); D = 0.75; PRUNE = int(sys.argv[3]) if len(sys.argv) > 3 else 1
-T5_LOGP = Path(sys.argv[4]) if len(sys.argv) > 4 else None
+T5_DIR = Path(sys.argv[4]) if len(sys.argv) > 4 else None
 BITS = 14
+POEMS = load_poems(Path(__file__).parent / "heldout_poems.jsonl", 300)
 
 def lines_of_train():
     out = []
@@ -103,17 +107,33 @@ def prob(a):
         p = np.where(cfound, pn, p)
     return p
 
-poems = [json.loads(l) for l in open(Path(__file__).parent / "heldout_poems.jsonl", encoding="utf-8")][:300]
-ev = [l for p in poems for l in p["lines"]]
+@torch.no_grad()
+def t5_logp(model_dir):
+    """The T5's log-probability of each held-out character (poem, line,
+    character order), each line given the form, keywords and lines before it."""
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    model = load_init(model_dir, "cpu").eval()
+    examples = [(tok.encode(source(p["form"], p["keywords"], p["lines"][:i])).ids, tok.encode(line).ids)
+                for p in POEMS for i, line in enumerate(p["lines"])]
+    out = []
+    for b in range(0, len(examples), 64):
+        batch = examples[b:b + 64]
+        S = max(len(s) for s, _ in batch); T = max(len(t) for _, t in batch)
+        src = torch.tensor([s + [PAD] * (S - len(s)) for s, _ in batch])
+        tgt = torch.tensor([t + [-100] * (T - len(t)) for _, t in batch])
+        lp = torch.log_softmax(model(input_ids=src, attention_mask=(src != PAD).long(), labels=tgt).logits.float(), -1)
+        out += [lp[r, j, id].item() for r, (_, t) in enumerate(batch) for j, id in enumerate(t) if id not in (SEP, EOS, PAD)]
+    return np.array(out)
+
+ev = [l for p in POEMS for l in p["lines"]]
 _, a = codes(ev, N)
 known = a[:, -1] >= 0
 a = np.where(a < 0, 0, a)
 p = prob(a)
 lp = np.log(p)
 print(f"order {N}: held-out chars {len(lp)} (unknown {np.sum(~known)}), loss/char {-lp.mean():.3f}")
-t5 = T5_LOGP
-if t5 is not None:
-    lt = np.load(t5)
+if T5_DIR is not None:
+    lt = t5_logp(T5_DIR)
     assert len(lt) == len(lp), (len(lt), len(lp))
     print(f"t5 alone {-lt.mean():.3f}")
     for lam in [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]:
