@@ -73,6 +73,7 @@ pub struct Poem {
     pub(crate) keyword_bonus: f32,
     pub(crate) keyword_weight: f64,
     pub(crate) clip_weight: f64,
+    pub(crate) ngram_weight: f32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,6 +214,7 @@ impl Config {
         }
         check_range("poem.top_p", p.top_p, f64::MIN_POSITIVE, 1.0)?;
         check_range("poem.temperature", p.temperature, f64::MIN_POSITIVE, 10.0)?;
+        check_range("poem.ngram_weight", p.ngram_weight as f64, 0.0, 1.0)?;
         check_range(
             "photo.max_megapixels",
             self.photo.max_megapixels,
@@ -250,6 +252,7 @@ impl Config {
             top_p: self.poem.top_p,
             keyword_bonus: self.poem.keyword_bonus,
             keyword_weight: self.poem.keyword_weight,
+            ngram_weight: self.poem.ngram_weight,
         }
     }
 

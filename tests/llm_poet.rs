@@ -31,6 +31,7 @@ fn sampling(temperature: f64) -> Sampling {
         top_p: 0.95,
         keyword_bonus: 4.0,
         keyword_weight: 2.0,
+        ngram_weight: 0.0,
     }
 }
 

@@ -17,6 +17,7 @@ const SAMPLING: Sampling = Sampling {
     top_p: 0.9,
     keyword_bonus: 4.0,
     keyword_weight: 2.0,
+    ngram_weight: 0.3,
 };
 
 fn with_poet<T>(f: impl FnOnce(&mut Poet) -> T) -> T {
@@ -120,6 +121,24 @@ fn same_seed_same_poem_other_seed_other_poem() {
     let c = write(Form::WuJue, &["梅花", "雪"], None, 43);
     assert_eq!(a[0].lines, b[0].lines);
     assert_ne!(a[0].lines, c[0].lines);
+}
+
+#[test]
+fn the_ngram_weight_changes_the_poems_and_keeps_the_rules() {
+    let request = request(Form::QiJue, &["春风", "杨柳"], None, 9);
+    let write_with = |ngram_weight| {
+        let sampling = Sampling {
+            ngram_weight,
+            ..SAMPLING
+        };
+        with_poet(|poet| poet.write(&request, sampling).unwrap())
+    };
+    let (t5, ngram) = (write_with(0.0), write_with(1.0));
+    for candidate in t5.iter().chain(&ngram) {
+        assert_strict_and_unrepeated(&candidate.lines);
+    }
+    let poems = |c: &[Candidate]| c.iter().map(|c| c.lines.clone()).collect::<Vec<_>>();
+    assert_ne!(poems(&t5), poems(&ngram));
 }
 
 #[test]

@@ -6,7 +6,7 @@
 #   tools/gpu_check.sh pack    # here: build with tools/build_cuda.sh, pack into .gpu/ (24 MiB)
 #   tools/gpu_check.sh run     # there, in the repository root, .gpu/ carried beside it
 #
-# The device tool sends at most 64 MiB, and the tracked tree alone is 65.5 MiB
+# The device tool sends at most 64 MiB, and the tracked tree alone is 79.0 MiB
 # (57.4 MiB of it the shipped poet's weights). So: untrack the four weight
 # shards for the session (`git rm --cached models/poet-t5/model-0000?-of-00004.safetensors`,
 # listed in .git/info/exclude), copy shards 1–2 into `.poet1/` and 3–4 into

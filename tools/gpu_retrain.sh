@@ -13,13 +13,14 @@
 # 8 files, what the device tool brings back (without the tool, OUT defaults
 # to /tmp/poet-retrain).
 #
-# With the device tool: the tracked tree (65.5 MiB, 57.4 of it the shipped
+# With the device tool: the tracked tree (79.0 MiB, 57.4 of it the shipped
 # poet's shards) is over the 64 MiB a call carries, and a retrain from scratch
 # does not need those shards, so for the session untrack them
 # (`git rm --cached models/poet-t5/model-0000?-of-00004.safetensors`, and list
 # them in .git/info/exclude), carry `.retrain`, command `tools/gpu_retrain.sh run`;
 # then `git reset models/poet-t5`. Back here: put the files in models/poet-new,
-# copy models/poet-t5/train_lines.bloom beside them, and compare with
+# copy models/poet-t5/train_lines.bloom beside them, count its n-gram
+# (`python training/ngram.py data/poet models/poet-new`), and compare with
 # `yingshi eval --poet-model models/poet-new` and a blind sheet
 # (`yingshi sheet --variant new:models.poet_dir=models/poet-new --variant shipped`).
 #

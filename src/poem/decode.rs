@@ -8,6 +8,11 @@
 //! and random stream. An unused keyword that can open at a place gets a logit
 //! bonus, and once it is drawn the rest of it is written while the rules allow.
 //!
+//! Where the poet has a character n-gram ([`ngram`](super::ngram)) and
+//! `poem.ngram_weight` is above 0, each character is drawn from the mixture
+//! of the T5's probabilities and the n-gram's given the line so far, and the
+//! poem is scored by the same mixture.
+//!
 //! 换一句 ([`Decoder::rewrite`]) writes one line of a finished poem again under
 //! the template, rhyme and characters of the lines kept, and scores each new
 //! line with the kept lines after it, so the poem still reads on.
@@ -18,8 +23,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::model::PoetModel;
+use super::ngram::CharNgram;
 use super::rules::{CharTones, Plan, Rules, Verse};
-use super::sample::{log_softmax_at, sample};
+use super::sample::{log_softmax, sample};
 use super::{Candidate, Form, LineRequest, PoemRequest, Sampling};
 use crate::error::{ModelError, PoemError};
 
@@ -80,6 +86,8 @@ pub(crate) struct Decoder<'a> {
     /// [`vocab_tones`] of the model.
     pub(crate) tones: &'a [Option<CharTones>],
     pub(crate) rules: &'a Rules,
+    /// Mixed in by `sampling.ngram_weight`.
+    pub(crate) ngram: Option<&'a CharNgram>,
     pub(crate) sampling: Sampling,
 }
 
@@ -250,7 +258,8 @@ impl Decoder<'_> {
                 .model
                 .id_of(row.verse.current[pos])
                 .expect("kept lines were checked against the vocabulary");
-            row.logprob += log_softmax_at(logits, id as usize);
+            let logprobs = decoder.next_logprobs(&row.verse.current[..pos], logits);
+            row.logprob += logprobs[id as usize] as f64;
             id
         })
     }
@@ -289,8 +298,24 @@ impl Decoder<'_> {
             .and_then(|id| self.tones[id as usize].as_ref())
     }
 
+    /// The log-probability of every token next, after `before` in the line:
+    /// the T5's, or its mixture with the n-gram's.
+    fn next_logprobs(&self, before: &[char], logits: &[f32]) -> Vec<f32> {
+        let t5 = log_softmax(logits);
+        let weight = self.sampling.ngram_weight;
+        let Some(ngram) = self.ngram.filter(|_| weight > 0.0) else {
+            return t5;
+        };
+        let ids: Vec<Option<u32>> = before.iter().map(|&c| self.model.id_of(c)).collect();
+        t5.into_iter()
+            .zip(ngram.next(&ids))
+            .map(|(lp, p)| ((1.0 - weight) * lp.exp() + weight * p).ln())
+            .collect()
+    }
+
     /// Picks the next character of a row and writes it; returns its token id.
     fn choose(&self, row: &mut Row, plan: &Plan, logits: &[f32]) -> u32 {
+        let logprobs = self.next_logprobs(&row.verse.current, logits);
         let verse = &row.verse;
         let pos = verse.current.len();
         // Continue a keyword being written, if the rules let it.
@@ -304,7 +329,7 @@ impl Decoder<'_> {
                         .model
                         .id_of(next)
                         .expect("tones come from the vocabulary");
-                    self.commit(row, id as usize, logits, None);
+                    self.commit(row, id as usize, &logprobs, None);
                     return id;
                 }
                 _ => row.verse.drop_keyword(),
@@ -325,7 +350,7 @@ impl Decoder<'_> {
                     } else {
                         0.0
                     };
-                    (id, logits[id] + bonus)
+                    (id, logprobs[id] + bonus)
                 })
             })
             .collect();
@@ -344,16 +369,16 @@ impl Decoder<'_> {
                 scores.retain(|&(i, _)| i != id);
                 continue;
             }
-            self.commit(row, id, logits, openings.get(&c).map(Vec::as_slice));
+            self.commit(row, id, &logprobs, openings.get(&c).map(Vec::as_slice));
             return id as u32;
         }
     }
 
-    fn commit(&self, row: &mut Row, id: usize, logits: &[f32], keyword_rest: Option<&[char]>) {
+    fn commit(&self, row: &mut Row, id: usize, logprobs: &[f32], keyword_rest: Option<&[char]>) {
         let ct = self.tones[id]
             .as_ref()
             .expect("only known characters are allowed");
         row.verse.push(self.rules, ct, keyword_rest);
-        row.logprob += log_softmax_at(logits, id);
+        row.logprob += logprobs[id] as f64;
     }
 }

@@ -4,6 +4,7 @@
 //! - [`request`]: what a poet is asked and answers, and the one ranking of candidates.
 //! - [`rules`]: the rule engine every poet writes under: which character may come next.
 //! - [`decode`]: the T5's line-by-line constrained sampling of N candidates ([`sample`]).
+//! - [`ngram`]: the character n-gram the T5's probabilities are mixed with.
 //! - `llm` (feature `llm`): a chat LLM on mistral.rs, under the same rules.
 //! - [`rhyme`]: the 平水韵 table (tones and rhyme groups).
 //! - [`meter`]: the tone templates of the four forms.
@@ -21,6 +22,7 @@ mod form;
 mod llm;
 pub(crate) mod meter;
 pub mod model;
+mod ngram;
 pub(crate) mod novelty;
 mod request;
 pub mod rhyme;
@@ -53,6 +55,8 @@ pub struct Poet {
     /// The tones of each vocabulary entry.
     tones: Vec<Option<CharTones>>,
     rules: Rules,
+    /// The character n-gram beside the weights, where there is one.
+    ngram: Option<ngram::CharNgram>,
     /// On the CPU, a batch of at most [`ONE_THREAD_ROWS`] candidates is written
     /// on one thread of the poet's own: its matrices have a row per candidate,
     /// and splitting such small products across cores cost more than it
@@ -78,6 +82,17 @@ impl Poet {
             None
         };
         let rules = Rules::new(tones.iter().flatten(), novelty);
+        let ngram_path = dir.join(ngram::NGRAM_FILE);
+        let ngram = if ngram_path.exists() {
+            Some(ngram::CharNgram::load(&ngram_path, model.vocab_size())?)
+        } else {
+            tracing::warn!(
+                "{} has no {}: poem.ngram_weight has no effect",
+                dir.display(),
+                ngram::NGRAM_FILE
+            );
+            None
+        };
         let one_thread = if device.is_cpu() {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(1)
@@ -92,6 +107,7 @@ impl Poet {
             model,
             tones,
             rules,
+            ngram,
             one_thread,
         })
     }
@@ -108,6 +124,7 @@ impl Poet {
             model: &mut self.model,
             tones: &self.tones,
             rules: &self.rules,
+            ngram: self.ngram.as_ref(),
             sampling,
         };
         match &self.one_thread {

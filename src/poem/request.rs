@@ -71,6 +71,9 @@ pub struct Sampling {
     pub keyword_bonus: f32,
     /// The weight of the share of keywords used in a poem's score.
     pub keyword_weight: f64,
+    /// The T5 poet's mixture: this share of each character's probability
+    /// comes from the character n-gram, the rest from the T5 (0: the T5 alone).
+    pub ngram_weight: f32,
 }
 
 #[derive(Debug, Clone, Serialize)]

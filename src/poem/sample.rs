@@ -1,17 +1,18 @@
 //! Choosing a token from the allowed ones: temperature and nucleus (top-p)
-//! sampling, and the log-probability a choice is scored with.
+//! sampling, and the log-probabilities a choice is scored with.
 
 use rand::rngs::StdRng;
 use rand::Rng;
 
 use super::Sampling;
 
-/// Log-softmax of the full logits at `id`: the model's own probability of the
-/// token, whatever the rules allowed.
-pub(crate) fn log_softmax_at(logits: &[f32], id: usize) -> f64 {
+/// Log-softmax of the full logits: the model's own log-probability of each
+/// token, whatever the rules allow.
+pub(crate) fn log_softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
-    logits[id] as f64 - max - sum.ln()
+    let shift = max + sum.ln();
+    logits.iter().map(|&l| (l as f64 - shift) as f32).collect()
 }
 
 /// Draws one of the allowed `(id, logit)` pairs; `None` when there are none.
