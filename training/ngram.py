@@ -8,7 +8,8 @@ char_ngram.bin.
 DATA is prepare.py's output (train.jsonl); POET_DIR holds the poet's
 tokenizer.json, and receives char_ngram.bin. N-grams above the first order
 seen fewer than --min-count times are dropped, their mass going to the order
-below, so the table stays a few MB. It prints the table's held-out loss per
+below, so the table stays a few MB (the counts are Kneser-Ney's: occurrences
+at the highest order, distinct characters before it at order 2). It prints the table's held-out loss per
 character on the first 300 held-out poems (train.py's figure).
 
 char_ngram.bin, little-endian (src/poem/ngram.rs reads it):
@@ -44,7 +45,7 @@ class CharNgram:
         assert vocab < BOS, "ids must fit in 16 bits, with one left for the line start"
         assert 2 <= order <= 3, "the codes are 16 bits an id in an int64; the reader takes orders 2 and 3"
         self.vocab, self.order = vocab, order
-        full = self.codes(lines, order)
+        full = self.codes(lines)
         grams, cnt = np.unique(full, return_counts=True)
         tables = {order: (grams, cnt.astype(np.float64))}
         for n in range(order - 1, 0, -1):
@@ -72,12 +73,13 @@ class CharNgram:
             share = (c - D) / total[used][inv]
             self.orders[n] = (ctx, backoff, start, g, share)
 
-    def codes(self, lines, n):
-        """The n-gram code of every character of the lines, the line start padded with BOS."""
+    def codes(self, lines):
+        """The highest-order code of every character of the lines, the line start padded with BOS."""
+        n = self.order
         out = []
         for ids in lines:
-            padded = [BOS] * (self.order - 1) + list(ids)
-            for i in range(self.order - 1, len(padded)):
+            padded = [BOS] * (n - 1) + list(ids)
+            for i in range(n - 1, len(padded)):
                 code = 0
                 for x in padded[i - n + 1:i + 1]:
                     code = (code << BITS) | x

@@ -5,7 +5,7 @@
 //! The N candidates of a request are decoded as one batch, and so are the
 //! candidates of several requests of one form ([`Decoder::write_batch`]);
 //! each row has its own template (平起/仄起, first line rhymed or not), verse
-//! and random stream. An unused keyword that can open at a place gets a logit
+//! and random stream. An unused keyword that can open at a place gets a score
 //! bonus, and once it is drawn the rest of it is written while the rules allow.
 //!
 //! Where the poet has a character n-gram ([`ngram`](super::ngram)) and
@@ -178,7 +178,7 @@ impl Decoder<'_> {
 
     /// Rewrites one line: each candidate is a new line that keeps the poem's
     /// template, rhyme and unrepeated characters, and is scored by the
-    /// model's log-probability of it and of the kept lines after it, so that
+    /// poet's log-probability of it and of the kept lines after it, so that
     /// the poem still reads on. Candidates are distinct and differ from the old line.
     pub(crate) fn rewrite(&mut self, req: &LineRequest) -> Result<Vec<Candidate>, PoemError> {
         let job = Job::new(&req.poem, self.model)?;
@@ -302,7 +302,8 @@ impl Decoder<'_> {
     /// the T5's, or its mixture with the n-gram's.
     fn next_logprobs(&self, before: &[char], logits: &[f32]) -> Vec<f32> {
         let t5 = log_softmax(logits);
-        let weight = self.sampling.ngram_weight;
+        // Config checks the range; a library caller's value is held to it.
+        let weight = self.sampling.ngram_weight.clamp(0.0, 1.0);
         let Some(ngram) = self.ngram.filter(|_| weight > 0.0) else {
             return t5;
         };
@@ -380,5 +381,66 @@ impl Decoder<'_> {
             .expect("only known characters are allowed");
         row.verse.push(self.rules, ct, keyword_rest);
         row.logprob += logprobs[id] as f64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use candle_core::{DType, Device};
+
+    use super::*;
+    use crate::poem::ngram::NGRAM_FILE;
+
+    /// The distribution a character is drawn from is (1 − w)·softmax(logits)
+    /// + w·n-gram given the line so far, and a distribution.
+    #[test]
+    fn the_next_character_is_drawn_from_the_mixture() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/poet-t5");
+        let mut model = PoetModel::load(&dir, &Device::Cpu, DType::F32).unwrap();
+        let ngram = CharNgram::load(&dir.join(NGRAM_FILE), model.vocab_size()).unwrap();
+        let tones = vocab_tones(&model);
+        let rules = Rules::new(tones.iter().flatten(), None);
+        let before: Vec<char> = "春风".chars().collect();
+        let ids: Vec<Option<u32>> = before.iter().map(|&c| model.id_of(c)).collect();
+        let from_ngram = ngram.next(&ids);
+        let logits: Vec<f32> = (0..model.vocab_size())
+            .map(|i| ((i * 37) % 101) as f32 / 10.0)
+            .collect();
+        let from_t5 = log_softmax(&logits);
+        for weight in [0.0f32, 0.3, 1.0] {
+            let decoder = Decoder {
+                model: &mut model,
+                tones: &tones,
+                rules: &rules,
+                ngram: Some(&ngram),
+                sampling: Sampling {
+                    temperature: 0.3,
+                    top_p: 0.9,
+                    keyword_bonus: 0.0,
+                    keyword_weight: 0.0,
+                    ngram_weight: weight,
+                },
+            };
+            let mixed = decoder.next_logprobs(&before, &logits);
+            let total: f64 = mixed.iter().map(|&lp| (lp as f64).exp()).sum();
+            assert!(
+                (total - 1.0).abs() < 1e-4,
+                "weight {weight}: sums to {total}"
+            );
+            for id in [0, 17, 1000, model_id(&decoder, '月')] {
+                let expected = (1.0 - weight) * from_t5[id].exp() + weight * from_ngram[id];
+                let got = mixed[id].exp();
+                assert!(
+                    (got - expected).abs() <= 1e-5 * expected.max(1e-3),
+                    "weight {weight}, id {id}: {got} vs {expected}"
+                );
+            }
+        }
+    }
+
+    fn model_id(decoder: &Decoder<'_>, c: char) -> usize {
+        decoder.model.id_of(c).unwrap() as usize
     }
 }

@@ -72,14 +72,16 @@ pub struct Sampling {
     /// The weight of the share of keywords used in a poem's score.
     pub keyword_weight: f64,
     /// The T5 poet's mixture: this share of each character's probability
-    /// comes from the character n-gram, the rest from the T5 (0: the T5 alone).
+    /// comes from the character n-gram, the rest from the T5 (0: the T5 alone;
+    /// held to 0–1).
     pub ngram_weight: f32,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
     pub lines: Vec<String>,
-    /// Mean log-probability of the poem's characters under the model (for a
+    /// Mean log-probability of the poem's characters under the poet (the T5's
+    /// mixture with its n-gram, or the LLM; for a
     /// rewritten line: of the new line and the lines after it).
     pub mean_logprob: f64,
     pub keywords_used: Vec<String>,
