@@ -57,14 +57,31 @@ pub struct Poet {
     rules: Rules,
     /// The character n-gram beside the weights, where there is one.
     ngram: Option<ngram::CharNgram>,
-    /// On the CPU, a batch of at most [`ONE_THREAD_ROWS`] candidates is written
-    /// on one thread of the poet's own: its matrices have a row per candidate,
-    /// and splitting such small products across cores cost more than it
-    /// saved. On a 2-core AMD EPYC a 七绝 of 8 candidates took 288–307 ms on
-    /// one thread against 365–444 ms on two, and of 32 candidates 878–921
-    /// against 982–992 ms; but served photos in batches of 64 candidates went
-    /// at 1.27 photos/s on one thread against 1.49 on two.
+    /// On a CPU with AVX-512, a batch of at most [`ONE_THREAD_ROWS`] candidates
+    /// is written on one thread of the poet's own: its matrices have a row per
+    /// candidate, and splitting such small products across cores cost more
+    /// than it saved. On a 2-core AMD EPYC with AVX-512 a 七绝 of 8 candidates
+    /// took 288–307 ms on one thread against 365–444 ms on two, and of 32
+    /// candidates 878–921 against 982–992 ms; but served photos in batches of
+    /// 64 candidates went at 1.27 photos/s on one thread against 1.49 on two.
+    /// With AVX2 alone each product takes twice the time and the split pays:
+    /// on a 2-core AMD EPYC (Zen 3), alternating runs of 20 poems, 8
+    /// candidates took 642 / 629 / 700 ms on two threads against 751 / 806 /
+    /// 686 ms on one.
     one_thread: Option<rayon::ThreadPool>,
+}
+
+/// Whether this CPU multiplies a few candidates' rows faster on one thread
+/// than split across cores (the measurements are at `Poet::one_thread`).
+fn small_products_want_one_thread() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
 }
 
 impl Poet {
@@ -93,7 +110,7 @@ impl Poet {
             );
             None
         };
-        let one_thread = if device.is_cpu() {
+        let one_thread = if device.is_cpu() && small_products_want_one_thread() {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(1)
                 .thread_name(|_| "yingshi-poet".into())
