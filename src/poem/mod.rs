@@ -64,10 +64,10 @@ pub struct Poet {
     /// took 288–307 ms on one thread against 365–444 ms on two, and of 32
     /// candidates 878–921 against 982–992 ms; but served photos in batches of
     /// 64 candidates went at 1.27 photos/s on one thread against 1.49 on two.
-    /// With AVX2 alone each product takes twice the time and the split pays:
-    /// on a 2-core AMD EPYC (Zen 3), alternating runs of 20 poems, 8
-    /// candidates took 642 / 629 / 700 ms on two threads against 751 / 806 /
-    /// 686 ms on one.
+    /// With AVX2 alone (vectors half as wide) each product takes longer and
+    /// the split pays: on a 2-core AMD EPYC (Zen 3), alternating runs of 20
+    /// poems, 8 candidates took 642 / 629 / 700 ms on two threads against
+    /// 751 / 806 / 686 ms on one.
     one_thread: Option<rayon::ThreadPool>,
 }
 
