@@ -212,7 +212,9 @@ mod tests {
         candle_core::safetensors::save(&HashMap::from([("a", a)]), &path).unwrap();
         let whole = std::fs::read(&path).unwrap();
         std::fs::write(&path, &whole[..whole.len() - 4]).unwrap();
-        let err = SafetensorsFiles::open(std::slice::from_ref(&path)).err().unwrap();
+        let err = SafetensorsFiles::open(std::slice::from_ref(&path))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("do not fit"), "{err}");
         std::fs::write(&path, u64::MAX.to_le_bytes()).unwrap();
         assert!(SafetensorsFiles::open(&[path]).is_err());
