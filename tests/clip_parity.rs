@@ -79,6 +79,31 @@ fn photos_through_our_preprocessing_match_reference() {
 }
 
 #[test]
+fn photos_in_one_batch_match_reference() {
+    // The towers keep only the class token's row in the last layer; in a
+    // batch that row is strided, so a batch is checked as well as one photo.
+    let (model, reference) = load();
+    let names: Vec<&String> = reference.photos.keys().collect();
+    let pixels: Vec<Tensor> = names
+        .iter()
+        .map(|name| {
+            let bytes = std::fs::read(fixtures().join("photos").join(name)).unwrap();
+            let img = photo::decode(&bytes, LIMITS).unwrap();
+            model.preprocessor().pixels(&img, &Device::Cpu).unwrap()
+        })
+        .collect();
+    let features = model
+        .image_features(&Tensor::stack(&pixels, 0).unwrap())
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    for (name, ours) in names.iter().zip(&features) {
+        let cos = cosine(ours, &reference.photos[*name]);
+        assert!(cos >= min_cosine(placement().dtype), "{name}: cosine {cos}");
+    }
+}
+
+#[test]
 fn preprocessing_matches_the_reference_processor() {
     let (model, _) = load();
     let tensors = candle_core::safetensors::load(

@@ -2,6 +2,11 @@
 //! product is the cosine similarity the prototype used
 //! (`ChineseCLIPModel.get_image_features` / `get_text_features`).
 //!
+//! The two towers are forward passes of our own (`vision.rs`, `text.rs`,
+//! after candle-transformers' model files), for the CPU's sake: one product
+//! for attention's three projections, a one-pass softmax, and a last layer
+//! that computes only the row the feature is read from.
+//!
 //! The architecture is read from the model's `config.json` (ViT-B/16 and
 //! ViT-L/14 alike); the text side uses its BERT WordPiece vocabulary
 //! (`tokenizer.json`, or `vocab.txt` with BERT's Chinese settings) and
@@ -9,6 +14,9 @@
 
 mod config;
 mod hub;
+mod layers;
+mod text;
+mod vision;
 
 use std::path::{Path, PathBuf};
 
@@ -16,12 +24,13 @@ use candle_core::pickle::PthTensors;
 use candle_core::{DType, Device, Shape, Tensor, D};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
-use candle_transformers::models::chinese_clip::ChineseClipModel;
 use image::DynamicImage;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use crate::weights::SafetensorsFiles;
+use text::TextTower;
+use vision::VisionTower;
 
 pub(crate) use hub::NEEDED_FILES;
 pub(crate) use hub::{locate, ClipSource};
@@ -35,7 +44,8 @@ pub(crate) const CONTEXT_LENGTH: usize = 52;
 const TEXT_BATCH: usize = 64;
 
 pub struct ClipModel {
-    model: ChineseClipModel,
+    vision: VisionTower,
+    text: TextTower,
     tokenizer: Tokenizer,
     preprocessor: Preprocessor,
     device: Device,
@@ -75,10 +85,17 @@ impl ClipModel {
             stored
         };
         let vb = VarBuilder::from_backend(backend, dtype, device.clone());
-        let model = ChineseClipModel::new(vb, &config)
-            .map_err(|e| ModelError::Weights(dir.to_owned(), Box::new(e)))?;
+        let weights_error = |e| ModelError::Weights(dir.to_owned(), Box::new(e));
+        // The text tower first: its word table (65 MB for a ViT-B/16) is read
+        // into a buffer before it becomes a tensor, and that moment's peak stays
+        // under the final size only while the vision tower is not yet loaded.
+        let text = TextTower::load(vb.clone(), &config.text_config, config.projection_dim)
+            .map_err(weights_error)?;
+        let vision = VisionTower::load(vb, &config.vision_config, config.projection_dim)
+            .map_err(weights_error)?;
         Ok(Self {
-            model,
+            vision,
+            text,
             tokenizer,
             preprocessor,
             device: device.clone(),
@@ -99,10 +116,7 @@ impl ClipModel {
     /// as `get_image_features` returns them (not normalised), in f32.
     pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {
         let pixels = pixels.to_device(&self.device)?.to_dtype(self.dtype)?;
-        Ok(self
-            .model
-            .get_image_features(&pixels)?
-            .to_dtype(DType::F32)?)
+        Ok(self.vision.forward(&pixels)?.to_dtype(DType::F32)?)
     }
 
     /// Normalised features of a batch of decoded photos.
@@ -164,11 +178,7 @@ impl ClipModel {
             }
             let input = Tensor::from_vec(flat, (ids.len(), len), &self.device)?;
             let mask = Tensor::from_vec(mask, (ids.len(), len), &self.device)?;
-            out.push(
-                self.model
-                    .get_text_features(&input, None, Some(&mask))?
-                    .to_dtype(DType::F32)?,
-            );
+            out.push(self.text.forward(&input, &mask)?.to_dtype(DType::F32)?);
         }
         Ok(Tensor::cat(&out, 0)?)
     }

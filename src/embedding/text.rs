@@ -1,0 +1,150 @@
+//! Chinese-CLIP's text tower (a BERT encoder, post-norm), after
+//! candle-transformers' `models::chinese_clip::text_model`, which follows
+//! transformers' `modeling_chinese_clip.py`.
+//!
+//! It differs from candle's in its attention ([`SelfAttention`]), in the last
+//! layer, which computes its attention output and feed-forward block for the
+//! `[CLS]` token alone (the only row the text feature is taken from), and in
+//! never applying a pooler: transformers' `get_text_features` takes the
+//! `[CLS]` row of the last hidden state, where candle pools when the weights
+//! hold a pooler.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
+use candle_transformers::models::chinese_clip::text_model::ChineseClipTextConfig;
+use candle_transformers::models::chinese_clip::Activation;
+
+use super::layers::{Linear, SelfAttention};
+
+struct Embeddings {
+    words: Embedding,
+    /// `(max_positions, hidden)`.
+    positions: Tensor,
+    /// The token type 0 row, `(hidden)`: every text is one segment.
+    segment: Tensor,
+    norm: LayerNorm,
+}
+
+impl Embeddings {
+    fn load(vb: VarBuilder, c: &ChineseClipTextConfig) -> Result<Self> {
+        let types = vb.get(
+            (c.type_vocab_size, c.hidden_size),
+            "token_type_embeddings.weight",
+        )?;
+        Ok(Self {
+            words: embedding(c.vocab_size, c.hidden_size, vb.pp("word_embeddings"))?,
+            positions: vb.get(
+                (c.max_position_embeddings, c.hidden_size),
+                "position_embeddings.weight",
+            )?,
+            segment: types.get(0)?,
+            norm: layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("LayerNorm"))?,
+        })
+    }
+
+    /// Token ids `(batch, len)` → `(batch, len, hidden)`.
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (_, len) = ids.dims2()?;
+        let summed = self
+            .words
+            .forward(ids)?
+            .broadcast_add(&self.segment)?
+            .broadcast_add(&self.positions.narrow(0, 0, len)?)?;
+        self.norm.forward(&summed)
+    }
+}
+
+struct Layer {
+    attention: SelfAttention,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    act: Activation,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+impl Layer {
+    fn load(vb: VarBuilder, c: &ChineseClipTextConfig) -> Result<Self> {
+        let d = c.hidden_size;
+        let attention = vb.pp("attention");
+        let input = |name: &str| Linear::load(attention.pp("self").pp(name), d, d, true);
+        let norm = |vb: VarBuilder| layer_norm(d, c.layer_norm_eps, vb.pp("LayerNorm"));
+        Ok(Self {
+            attention: SelfAttention::new(
+                [input("query")?, input("key")?, input("value")?],
+                Linear::load(attention.pp("output.dense"), d, d, true)?,
+                c.num_attention_heads,
+            )?,
+            attention_norm: norm(attention.pp("output"))?,
+            intermediate: Linear::load(vb.pp("intermediate.dense"), d, c.intermediate_size, true)?,
+            act: c.hidden_act,
+            output: Linear::load(vb.pp("output.dense"), c.intermediate_size, d, true)?,
+            output_norm: norm(vb.pp("output"))?,
+        })
+    }
+
+    /// The first `rows` positions of the layer's output.
+    fn forward(&self, xs: &Tensor, mask: &Tensor, rows: usize) -> Result<Tensor> {
+        let attended = self.attention.forward(xs, Some(mask), rows)?;
+        let xs = self
+            .attention_norm
+            .forward(&(attended + xs.narrow(1, 0, rows)?)?)?;
+        let hidden = self.act.forward(&self.intermediate.forward(&xs)?)?;
+        self.output_norm
+            .forward(&(self.output.forward(&hidden)? + xs)?)
+    }
+}
+
+/// The text tower and its projection: `get_text_features`.
+pub(super) struct TextTower {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    projection: Linear,
+}
+
+impl TextTower {
+    /// `vb` at the model's root (`text_model.*`, `text_projection.*`).
+    pub(super) fn load(
+        vb: VarBuilder,
+        c: &ChineseClipTextConfig,
+        projection_dim: usize,
+    ) -> Result<Self> {
+        let model = vb.pp("text_model");
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| Layer::load(model.pp("encoder.layer").pp(i.to_string()), c))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            embeddings: Embeddings::load(model.pp("embeddings"), c)?,
+            layers,
+            projection: Linear::load(
+                vb.pp("text_projection"),
+                c.hidden_size,
+                projection_dim,
+                false,
+            )?,
+        })
+    }
+
+    /// Projected features `(batch, projection_dim)` of token ids `(batch, len)`
+    /// whose attention `mask` (`(batch, len)`, 1 over tokens, 0 over padding)
+    /// says which positions are padding.
+    pub(super) fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let mut xs = self.embeddings.forward(ids)?;
+        let (batch, len, _) = xs.dims3()?;
+        // Added to the scores: 0 over tokens, the dtype's lowest over padding,
+        // as transformers' extended attention mask.
+        let lowest = Tensor::new(f32::MIN, ids.device())?.to_dtype(xs.dtype())?;
+        let mask = mask
+            .to_dtype(xs.dtype())?
+            .affine(-1.0, 1.0)?
+            .broadcast_mul(&lowest)?
+            .reshape((batch, 1, 1, len))?;
+        let last = self.layers.len().saturating_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            // Only the [CLS] row is read after the last layer.
+            xs = layer.forward(&xs, &mask, if i == last { 1 } else { len })?;
+        }
+        let cls = xs.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
+        self.projection.forward(&cls)
+    }
+}
