@@ -103,7 +103,7 @@ pub(crate) fn parse_device(setting: &str) -> Result<Device, PlacementError> {
 }
 
 /// `auto` (bf16 on a GPU, f32 on the CPU), `f32` or `bf16`. Not f16: T5's
-/// activations overflow it, and candle's Chinese-CLIP text mask turns to NaN in it.
+/// activations overflow it.
 pub(crate) fn parse_dtype(setting: &str, device: &Device) -> Result<DType, PlacementError> {
     match setting {
         "auto" if device.is_cpu() => Ok(DType::F32),

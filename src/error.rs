@@ -95,7 +95,7 @@ pub enum ModelError {
     /// A file that reads but describes something this program cannot run.
     #[error("the model file {path} is not usable: {problem}")]
     Unsupported { path: PathBuf, problem: String },
-    #[error("candle's Chinese-CLIP text model gives NaN in f16; use bf16 or f32")]
+    #[error("Chinese-CLIP runs in f32 or bf16, not f16 (it is not checked against the reference in f16)")]
     ClipF16,
     #[error("{dir} is not a Chinese-CLIP directory: it needs {needed}", needed = crate::embedding::NEEDED_FILES)]
     NotClipDir { dir: PathBuf },

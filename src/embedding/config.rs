@@ -122,6 +122,22 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<ChineseClipConfig, ModelE
         ))),
     };
     let (t, v) = (c.text_config, c.vision_config);
+    for (tower, hidden, heads) in [
+        ("text", t.hidden_size, t.num_attention_heads),
+        ("vision", v.hidden_size, v.num_attention_heads),
+    ] {
+        if heads == 0 || hidden % heads != 0 {
+            return Err(unsupported(format!(
+                "the {tower} tower's hidden_size {hidden} does not split into {heads} attention heads"
+            )));
+        }
+    }
+    if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        return Err(unsupported(format!(
+            "image_size {} is not a whole number of patches of {}",
+            v.image_size, v.patch_size
+        )));
+    }
     if t.position_embedding_type != "absolute" {
         return Err(unsupported(format!(
             "text position_embedding_type '{}' is not supported (absolute only)",
@@ -206,4 +222,35 @@ pub(crate) fn tokenizer(dir: &Path) -> Result<Tokenizer, ModelError> {
             ("[CLS]".into(), cls),
         )));
     Ok(tokenizer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(json: &str) -> String {
+        match parse(json, Path::new("config.json")) {
+            Err(ModelError::Unsupported { problem, .. }) => problem,
+            Err(other) => panic!("another error: {other}"),
+            Ok(_) => panic!("accepted: {json}"),
+        }
+    }
+
+    #[test]
+    fn shapes_the_towers_cannot_take_are_named() {
+        assert!(parse("{}", Path::new("config.json")).is_ok());
+        let heads = problem(r#"{"text_config": {"num_attention_heads": 0}}"#);
+        assert!(
+            heads.contains("text tower") && heads.contains("0 attention heads"),
+            "{heads}"
+        );
+        let split =
+            problem(r#"{"vision_config": {"hidden_size": 100, "num_attention_heads": 12}}"#);
+        assert!(
+            split.contains("vision tower") && split.contains("100"),
+            "{split}"
+        );
+        let patches = problem(r#"{"vision_config": {"patch_size": 0}}"#);
+        assert!(patches.contains("patches of 0"), "{patches}");
+    }
 }

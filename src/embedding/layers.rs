@@ -38,11 +38,16 @@ impl Linear {
             .collect::<Result<Vec<_>>>()?;
         let biases = layers
             .iter()
-            .map(|(l, f)| l.bias.as_ref().map(|b| scaled(b, *f)).transpose())
-            .collect::<Result<Option<Vec<_>>>>()?;
+            .filter_map(|(l, f)| l.bias.as_ref().map(|b| scaled(b, *f)))
+            .collect::<Result<Vec<_>>>()?;
+        let bias = match biases.len() {
+            0 => None,
+            n if n == layers.len() => Some(Tensor::cat(&biases, 0)?),
+            _ => candle_core::bail!("layers side by side either all have biases or none"),
+        };
         Ok(Self {
             weight_t: Tensor::cat(&weights, 1)?,
-            bias: biases.map(|b| Tensor::cat(&b, 0)).transpose()?,
+            bias,
         })
     }
 }
@@ -90,8 +95,8 @@ impl SelfAttention {
     }
 
     /// `(batch, len, hidden)` → `(batch, queries, hidden)`: the first
-    /// `queries` positions attend to all; `mask` is added to the scores,
-    /// `(batch, 1, 1, len)`.
+    /// `queries` positions attend to all; `mask`, f32 `(batch, 1, 1, len)`,
+    /// is added to the scores.
     pub(super) fn forward(
         &self,
         xs: &Tensor,
@@ -108,13 +113,13 @@ impl SelfAttention {
             .contiguous()?;
         let q = qkv.get(0)?.narrow(2, 0, queries)?;
         let (k, v) = (qkv.get(1)?, qkv.get(2)?);
-        let mut scores = q.matmul(&k.t()?)?;
+        let scores = q.matmul(&k.t()?)?;
+        // The softmax in f32 whatever the dtype, as transformers computes it.
+        let mut scores32 = scores.to_dtype(DType::F32)?;
         if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
+            scores32 = scores32.broadcast_add(mask)?;
         }
-        // In f32 whatever the dtype, as the reference computes it.
-        let weights = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
-            .to_dtype(scores.dtype())?;
+        let weights = candle_nn::ops::softmax_last_dim(&scores32)?.to_dtype(scores.dtype())?;
         let attended = weights
             .matmul(&v)?
             .transpose(1, 2)?

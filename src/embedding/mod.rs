@@ -58,8 +58,7 @@ impl ClipModel {
     /// Loads a directory in the Hugging Face layout, the weights in `dtype`.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self, ModelError> {
         if dtype == DType::F16 {
-            // Its extended attention mask is (1 − mask) × f32::MIN, which is
-            // 0 × −∞ = NaN in f16.
+            // Checked against the reference in f32 and bf16 only.
             return Err(ModelError::ClipF16);
         }
         let config_path = dir.join("config.json");
@@ -193,7 +192,7 @@ impl ClipModel {
 }
 
 /// Hands out each linear layer's weight `W` (out × in) as the transposed view
-/// of a contiguous `Wᵀ`, so that the `x · Wᵀ` of candle's `Linear` reads a
+/// of a contiguous `Wᵀ`, so that the `x · Wᵀ` of the towers' `Linear` reads a
 /// row-major matrix. On the CPU, gemm packs a transposed right-hand side
 /// afresh on every call; this layout cuts Chinese-CLIP's matrix products by a
 /// third to a half (a 197 × 3072 × 768 product: 13.2 ms → 5.6 ms on two cores).

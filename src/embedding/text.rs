@@ -5,11 +5,11 @@
 //! It differs from candle's in its attention ([`SelfAttention`]), in the last
 //! layer, which computes its attention output and feed-forward block for the
 //! `[CLS]` token alone (the only row the text feature is taken from), and in
-//! never applying a pooler: transformers' `get_text_features` takes the
-//! `[CLS]` row of the last hidden state, where candle pools when the weights
-//! hold a pooler.
+//! its padding mask, which stays in f32 (candle's turns to NaN in bf16). No
+//! pooler: transformers' `get_text_features` takes the `[CLS]` row of the
+//! last hidden state.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
 use candle_transformers::models::chinese_clip::text_model::ChineseClipTextConfig;
 use candle_transformers::models::chinese_clip::Activation;
@@ -131,13 +131,12 @@ impl TextTower {
     pub(super) fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let mut xs = self.embeddings.forward(ids)?;
         let (batch, len, _) = xs.dims3()?;
-        // Added to the scores: 0 over tokens, the dtype's lowest over padding,
-        // as transformers' extended attention mask.
-        let lowest = Tensor::new(f32::MIN, ids.device())?.to_dtype(xs.dtype())?;
+        // Added to the scores in f32: 0 over tokens, f32's lowest over
+        // padding, as transformers' extended attention mask. (In bf16 f32::MIN
+        // rounds to −∞, and 0 × −∞ would make every score NaN.)
         let mask = mask
-            .to_dtype(xs.dtype())?
-            .affine(-1.0, 1.0)?
-            .broadcast_mul(&lowest)?
+            .to_dtype(DType::F32)?
+            .affine(f32::MAX as f64, f32::MIN as f64)?
             .reshape((batch, 1, 1, len))?;
         let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {

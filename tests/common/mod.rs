@@ -33,13 +33,14 @@ pub fn min_cosine(dtype: DType) -> f32 {
     }
 }
 
-/// The largest |a − b| over two vectors.
+/// The largest |a − b| over two vectors; NaN if any difference is NaN, so
+/// that a `diff <= limit` check fails on it (`f32::max` would skip it).
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+        .fold(0.0, |m, d| if d.is_nan() { d } else { m.max(d) })
 }
 
 /// The largest |x|, at least 1: the scale a relative tolerance is taken of.
