@@ -18,6 +18,7 @@ pub mod device;
 pub mod embedding;
 pub mod error;
 pub mod keywords;
+mod linear;
 pub mod photo;
 pub mod pipeline;
 pub mod poem;

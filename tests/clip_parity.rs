@@ -25,9 +25,13 @@ fn fixtures() -> PathBuf {
 }
 
 fn load() -> (ClipModel, Reference) {
-    let dir = fixtures().join("clip-tiny");
     let at = placement();
-    let model = ClipModel::load(&dir, &at.device, at.dtype).unwrap();
+    load_in(&at.device, at.dtype)
+}
+
+fn load_in(device: &Device, dtype: DType) -> (ClipModel, Reference) {
+    let dir = fixtures().join("clip-tiny");
+    let model = ClipModel::load(&dir, device, dtype).unwrap();
     let reference =
         serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
             .unwrap();
@@ -158,11 +162,7 @@ fn text_features_in_bf16_stay_near_the_reference() {
     // bf16 convolution, so the photo side is left to tools/gpu_check.sh): the
     // padding mask once held f32::MIN, which rounds to −∞ in bf16, and
     // 0 × −∞ made every text feature NaN.
-    let dir = fixtures().join("clip-tiny");
-    let model = ClipModel::load(&dir, &Device::Cpu, DType::BF16).unwrap();
-    let reference: Reference =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap();
+    let (model, reference) = load_in(&Device::Cpu, DType::BF16);
     let texts: Vec<String> = reference.texts.keys().cloned().collect();
     let features = model
         .text_features(&texts)

@@ -14,7 +14,8 @@ use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
 use candle_transformers::models::chinese_clip::text_model::ChineseClipTextConfig;
 use candle_transformers::models::chinese_clip::Activation;
 
-use super::layers::{Linear, SelfAttention};
+use super::layers::SelfAttention;
+use crate::linear::Linear;
 
 struct Embeddings {
     words: Embedding,

@@ -12,7 +12,8 @@ use candle_nn::{layer_norm, Conv2d, Conv2dConfig, LayerNorm, VarBuilder};
 use candle_transformers::models::chinese_clip::vision_model::ChineseClipVisionConfig;
 use candle_transformers::models::chinese_clip::Activation;
 
-use super::layers::{Linear, SelfAttention};
+use super::layers::SelfAttention;
+use crate::linear::Linear;
 
 struct Embeddings {
     patch: Conv2d,

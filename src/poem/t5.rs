@@ -8,9 +8,10 @@
 //! - the decoder's relative-position buckets are unidirectional, as in
 //!   transformers; candle uses the bidirectional buckets in both stacks, which
 //!   agree only for distances under 8;
-//! - a dense layer multiplies all rows of a batch as one `(rows, in)` matrix
-//!   by a weight stored transposed, where candle's `Linear` broadcasts the
-//!   weight over the batch and repacks it for every row (8× the work at batch 8).
+//! - a dense layer ([`Linear`]) multiplies all rows of a batch as one
+//!   `(rows, in)` matrix by a weight stored transposed, where candle's
+//!   `Linear` broadcasts the weight over the batch and repacks it for every
+//!   row (8× the work at batch 8).
 //!
 //! The decoder takes one token per row per step (`decode_step`); its
 //! self-attention cache grows by one position each step.
@@ -20,28 +21,7 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{embedding, Activation, Embedding, VarBuilder};
 use candle_transformers::models::t5;
 
-/// A bias-free dense layer, `x · Wᵀ`, with `Wᵀ` stored contiguous.
-struct Linear {
-    weight_t: Tensor,
-}
-
-fn linear_no_bias(d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(Linear {
-        weight_t: vb.get((d_out, d_in), "weight")?.t()?.contiguous()?,
-    })
-}
-
-impl Linear {
-    /// `(…, in)` → `(…, out)`: the leading dimensions are flattened into one matrix.
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut dims = xs.dims().to_vec();
-        let d_in = dims.pop().unwrap_or(1);
-        let rows: usize = dims.iter().product();
-        let out = xs.reshape((rows, d_in))?.matmul(&self.weight_t)?;
-        dims.push(self.weight_t.dim(1)?);
-        out.reshape(dims)
-    }
-}
+use crate::linear::Linear;
 
 struct LayerNorm {
     weight: Tensor,
@@ -81,16 +61,24 @@ impl FeedForward {
         let dense = vb.pp("DenseReluDense");
         let (wi, wi_gate) = if cfg.feed_forward_proj.gated {
             (
-                linear_no_bias(cfg.d_model, cfg.d_ff, dense.pp("wi_0"))?,
-                Some(linear_no_bias(cfg.d_model, cfg.d_ff, dense.pp("wi_1"))?),
+                Linear::load(dense.pp("wi_0"), cfg.d_model, cfg.d_ff, false)?,
+                Some(Linear::load(
+                    dense.pp("wi_1"),
+                    cfg.d_model,
+                    cfg.d_ff,
+                    false,
+                )?),
             )
         } else {
-            (linear_no_bias(cfg.d_model, cfg.d_ff, dense.pp("wi"))?, None)
+            (
+                Linear::load(dense.pp("wi"), cfg.d_model, cfg.d_ff, false)?,
+                None,
+            )
         };
         Ok(Self {
             wi,
             wi_gate,
-            wo: linear_no_bias(cfg.d_ff, cfg.d_model, dense.pp("wo"))?,
+            wo: Linear::load(dense.pp("wo"), cfg.d_ff, cfg.d_model, false)?,
             act: cfg.feed_forward_proj.activation,
             norm: LayerNorm::load(vb.pp("layer_norm"), cfg)?,
         })
@@ -136,10 +124,10 @@ impl Attention {
     fn load(vb: VarBuilder, cfg: &t5::Config) -> Result<Self> {
         let inner = cfg.num_heads * cfg.d_kv;
         Ok(Self {
-            q: linear_no_bias(cfg.d_model, inner, vb.pp("q"))?,
-            k: linear_no_bias(cfg.d_model, inner, vb.pp("k"))?,
-            v: linear_no_bias(cfg.d_model, inner, vb.pp("v"))?,
-            o: linear_no_bias(inner, cfg.d_model, vb.pp("o"))?,
+            q: Linear::load(vb.pp("q"), cfg.d_model, inner, false)?,
+            k: Linear::load(vb.pp("k"), cfg.d_model, inner, false)?,
+            v: Linear::load(vb.pp("v"), cfg.d_model, inner, false)?,
+            o: Linear::load(vb.pp("o"), inner, cfg.d_model, false)?,
             heads: cfg.num_heads,
             d_kv: cfg.d_kv,
             cache: None,
@@ -353,7 +341,7 @@ impl T5 {
             shared,
             encoder: Stack::load(vb.pp("encoder"), cfg, cfg.num_layers, false)?,
             decoder: Stack::load(vb.pp("decoder"), cfg, decoder_layers, true)?,
-            lm_head: linear_no_bias(cfg.d_model, cfg.vocab_size, vb.pp("lm_head"))?,
+            lm_head: Linear::load(vb.pp("lm_head"), cfg.d_model, cfg.vocab_size, false)?,
             decoded: 0,
         })
     }
