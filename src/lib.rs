@@ -11,6 +11,7 @@
 //! thread ([`worker`]), as the CLI calls [`pipeline`] directly. Both models
 //! read their weights through `weights`.
 
+mod activation;
 pub mod bench;
 pub mod bot;
 pub mod config;

@@ -12,9 +12,9 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
 use candle_transformers::models::chinese_clip::text_model::ChineseClipTextConfig;
-use candle_transformers::models::chinese_clip::Activation;
 
 use super::layers::SelfAttention;
+use crate::activation::Activation;
 use crate::linear::Linear;
 
 struct Embeddings {
@@ -78,7 +78,7 @@ impl Layer {
             )?,
             attention_norm: norm(attention.pp("output"))?,
             intermediate: Linear::load(vb.pp("intermediate.dense"), d, c.intermediate_size, true)?,
-            act: c.hidden_act,
+            act: c.hidden_act.into(),
             output: Linear::load(vb.pp("output.dense"), c.intermediate_size, d, true)?,
             output_norm: norm(vb.pp("output"))?,
         })

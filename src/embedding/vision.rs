@@ -10,9 +10,9 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{layer_norm, Conv2d, Conv2dConfig, LayerNorm, VarBuilder};
 use candle_transformers::models::chinese_clip::vision_model::ChineseClipVisionConfig;
-use candle_transformers::models::chinese_clip::Activation;
 
 use super::layers::SelfAttention;
+use crate::activation::Activation;
 use crate::linear::Linear;
 
 struct Embeddings {
@@ -82,7 +82,7 @@ impl Layer {
             },
             norm2: norm("layer_norm2")?,
             fc1: Linear::load(mlp.pp("fc1"), c.hidden_size, c.intermediate_size, true)?,
-            act: c.hidden_act,
+            act: c.hidden_act.into(),
             fc2: Linear::load(mlp.pp("fc2"), c.intermediate_size, c.hidden_size, true)?,
         })
     }

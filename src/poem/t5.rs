@@ -1,7 +1,7 @@
 //! T5 encoder–decoder for step-by-step sampling, after candle-transformers'
 //! `models::t5` (which follows transformers' `modeling_t5.py`).
 //!
-//! Three changes from candle's model, all for the poet's decoding loop:
+//! Four changes from candle's model, all for the poet's decoding loop:
 //! - the cross-attention keys and values are computed once per encoded batch
 //!   and cached, where candle recomputes them from the encoder output at every
 //!   step (about nine tenths of a step's work for this model);
@@ -12,15 +12,18 @@
 //!   `(rows, in)` matrix by a weight stored transposed, where candle's
 //!   `Linear` broadcasts the weight over the batch and repacks it for every
 //!   row (8× the work at batch 8).
+//! - the gated feed-forward's activation and its product with the gate are
+//!   one pass on the CPU ([`Activation`]).
 //!
 //! The decoder takes one token per row per step (`decode_step`); its
 //! self-attention cache grows by one position each step.
 //! The configuration is candle's [`t5::Config`], read from `config.json`.
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{embedding, Activation, Embedding, VarBuilder};
+use candle_nn::{embedding, Embedding, VarBuilder};
 use candle_transformers::models::t5;
 
+use crate::activation::Activation;
 use crate::linear::Linear;
 
 struct LayerNorm {
@@ -79,33 +82,20 @@ impl FeedForward {
             wi,
             wi_gate,
             wo: Linear::load(dense.pp("wo"), cfg.d_ff, cfg.d_model, false)?,
-            act: cfg.feed_forward_proj.activation,
+            act: cfg.feed_forward_proj.activation.try_into()?,
             norm: LayerNorm::load(vb.pp("layer_norm"), cfg)?,
         })
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let ys = self.norm.forward(xs)?;
-        let mut hidden = activate(self.act, &self.wi.forward(&ys)?)?;
-        if let Some(gate) = &self.wi_gate {
-            hidden = hidden.mul(&gate.forward(&ys)?)?;
-        }
+        let hidden = self.wi.forward(&ys)?;
+        let hidden = match &self.wi_gate {
+            Some(gate) => self.act.forward_gated(&hidden, &gate.forward(&ys)?)?,
+            None => self.act.forward(&hidden)?,
+        };
         xs + self.wo.forward(&hidden)?
     }
-}
-
-/// `act(xs)`. On the CPU in f32, T5's tanh-approximated GELU (`gelu_new`) is
-/// taken as x · σ(2√(2/π)(x + 0.044715x³)), which equals
-/// 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))) to within 5e-7: candle's `gelu` calls
-/// libm's tanh for each element, and this form is 2.7× faster. Elsewhere, and in
-/// f16/bf16 (where its five roundings cost more than tanh's one), candle's own.
-fn activate(act: Activation, xs: &Tensor) -> Result<Tensor> {
-    const SQRT_TWO_OVER_PI: f64 = 0.797_884_560_802_865_4;
-    if !(act == Activation::NewGelu && xs.device().is_cpu() && xs.dtype() == DType::F32) {
-        return act.forward(xs);
-    }
-    let inner = (xs.sqr()?.affine(0.044715, 1.0)? * xs)?;
-    xs * candle_nn::ops::sigmoid(&inner.affine(2.0 * SQRT_TWO_OVER_PI, 0.0)?)?
 }
 
 struct Attention {
