@@ -20,6 +20,7 @@
 use std::sync::Arc;
 
 use rand::rngs::StdRng;
+use rayon::prelude::*;
 use rand::{Rng, SeedableRng};
 
 use super::model::PoetModel;
@@ -271,7 +272,7 @@ impl Decoder<'_> {
         &mut self,
         rows: &mut [Row],
         jobs: &[Job],
-        pick: impl Fn(&Self, &mut Row, usize, &[f32]) -> u32,
+        pick: impl Fn(&Self, &mut Row, usize, &[f32]) -> u32 + Sync,
     ) -> Result<(), ModelError> {
         let n = jobs[0].plan.form.chars_per_line();
         let sources = self.sources(rows, jobs)?;
@@ -279,10 +280,13 @@ impl Decoder<'_> {
         let mut last: Option<Vec<u32>> = None;
         for pos in 0..n {
             let logits = self.model.step(&encoded, last.as_deref())?;
+            // Each row draws from its own random stream, so the rows can
+            // pick on all cores and the poems stay what one core writes.
+            let this = &*self;
             let fed = rows
-                .iter_mut()
+                .par_iter_mut()
                 .zip(logits)
-                .map(|(row, logits)| pick(self, row, pos, &logits))
+                .map(|(row, logits)| pick(this, row, pos, &logits))
                 .collect();
             last = Some(fed);
         }
