@@ -59,29 +59,31 @@ struct FeedForward {
     norm: LayerNorm,
 }
 
+/// A dense layer of the encoder (`Wᵀ`, for gemm) or of the decoder (in
+/// panels, for its products of a row per candidate).
+fn dense(vb: VarBuilder, d_in: usize, d_out: usize, decoder: bool) -> Result<Linear> {
+    if decoder {
+        Linear::load_panels(vb, d_in, d_out, false)
+    } else {
+        Linear::load(vb, d_in, d_out, false)
+    }
+}
+
 impl FeedForward {
-    fn load(vb: VarBuilder, cfg: &t5::Config) -> Result<Self> {
-        let dense = vb.pp("DenseReluDense");
+    fn load(vb: VarBuilder, cfg: &t5::Config, decoder: bool) -> Result<Self> {
+        let vb_dense = vb.pp("DenseReluDense");
         let (wi, wi_gate) = if cfg.feed_forward_proj.gated {
             (
-                Linear::load(dense.pp("wi_0"), cfg.d_model, cfg.d_ff, false)?,
-                Some(Linear::load(
-                    dense.pp("wi_1"),
-                    cfg.d_model,
-                    cfg.d_ff,
-                    false,
-                )?),
+                dense(vb_dense.pp("wi_0"), cfg.d_model, cfg.d_ff, decoder)?,
+                Some(dense(vb_dense.pp("wi_1"), cfg.d_model, cfg.d_ff, decoder)?),
             )
         } else {
-            (
-                Linear::load(dense.pp("wi"), cfg.d_model, cfg.d_ff, false)?,
-                None,
-            )
+            (dense(vb_dense.pp("wi"), cfg.d_model, cfg.d_ff, decoder)?, None)
         };
         Ok(Self {
             wi,
             wi_gate,
-            wo: Linear::load(dense.pp("wo"), cfg.d_ff, cfg.d_model, false)?,
+            wo: dense(vb_dense.pp("wo"), cfg.d_ff, cfg.d_model, decoder)?,
             act: cfg.feed_forward_proj.activation.try_into()?,
             norm: LayerNorm::load(vb.pp("layer_norm"), cfg)?,
         })
@@ -111,13 +113,13 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(vb: VarBuilder, cfg: &t5::Config) -> Result<Self> {
+    fn load(vb: VarBuilder, cfg: &t5::Config, decoder: bool) -> Result<Self> {
         let inner = cfg.num_heads * cfg.d_kv;
         Ok(Self {
-            q: Linear::load(vb.pp("q"), cfg.d_model, inner, false)?,
-            k: Linear::load(vb.pp("k"), cfg.d_model, inner, false)?,
-            v: Linear::load(vb.pp("v"), cfg.d_model, inner, false)?,
-            o: Linear::load(vb.pp("o"), inner, cfg.d_model, false)?,
+            q: dense(vb.pp("q"), cfg.d_model, inner, decoder)?,
+            k: dense(vb.pp("k"), cfg.d_model, inner, decoder)?,
+            v: dense(vb.pp("v"), cfg.d_model, inner, decoder)?,
+            o: dense(vb.pp("o"), inner, cfg.d_model, decoder)?,
             heads: cfg.num_heads,
             d_kv: cfg.d_kv,
             cache: None,
@@ -199,16 +201,16 @@ impl Block {
         let vb = vb.pp("layer");
         let cross = if decoder {
             Some((
-                Attention::load(vb.pp("1").pp("EncDecAttention"), cfg)?,
+                Attention::load(vb.pp("1").pp("EncDecAttention"), cfg, decoder)?,
                 LayerNorm::load(vb.pp("1").pp("layer_norm"), cfg)?,
             ))
         } else {
             None
         };
         Ok(Self {
-            self_attn: Attention::load(vb.pp("0").pp("SelfAttention"), cfg)?,
+            self_attn: Attention::load(vb.pp("0").pp("SelfAttention"), cfg, decoder)?,
             self_norm: LayerNorm::load(vb.pp("0").pp("layer_norm"), cfg)?,
-            ff: FeedForward::load(vb.pp(if decoder { "2" } else { "1" }), cfg)?,
+            ff: FeedForward::load(vb.pp(if decoder { "2" } else { "1" }), cfg, decoder)?,
             cross,
         })
     }
@@ -331,7 +333,7 @@ impl T5 {
             shared,
             encoder: Stack::load(vb.pp("encoder"), cfg, cfg.num_layers, false)?,
             decoder: Stack::load(vb.pp("decoder"), cfg, decoder_layers, true)?,
-            lm_head: Linear::load(vb.pp("lm_head"), cfg.d_model, cfg.vocab_size, false)?,
+            lm_head: dense(vb.pp("lm_head"), cfg.d_model, cfg.vocab_size, true)?,
             decoded: 0,
         })
     }
