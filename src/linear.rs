@@ -1,20 +1,22 @@
 //! The dense layer the poet's T5 and Chinese-CLIP share.
 //!
 //! Its weight is held once, in the layout its products want:
-//! - `Wᵀ`, contiguous, for gemm (Chinese-CLIP, the T5's encoder): `x · Wᵀ`
-//!   reads a row-major matrix, where gemm would pack a transposed right-hand
-//!   side afresh on every call; this layout cut Chinese-CLIP's products by a
-//!   third to a half (a 197 × 3072 × 768 product: 13.2 ms → 5.6 ms on two
-//!   cores). All rows of a batch go through as one `(rows, in)` matrix, where
-//!   candle's `Linear` broadcasts the weight over the batch and repacks it for
-//!   every row (8× the work at a batch of 8).
+//! - `Wᵀ`, contiguous, for gemm (Chinese-CLIP): `x · Wᵀ` reads a row-major
+//!   matrix, where gemm would pack a transposed right-hand side afresh on
+//!   every call; this layout cut Chinese-CLIP's products by a third to a half
+//!   (a 197 × 3072 × 768 product: 13.2 ms → 5.6 ms on two cores). All rows of
+//!   a batch go through as one `(rows, in)` matrix, where candle's `Linear`
+//!   broadcasts the weight over the batch and repacks it for every row (8×
+//!   the work at a batch of 8).
 //! - panels of 16 columns (`Wᵀ[:, 16s..16s+16]` one after another), for the
-//!   T5's decoder on CPUs with AVX2 and FMA ([`Linear::load_panels`]): its
-//!   products have a row per candidate, and gemm packs the whole weight into
-//!   a scratch copy on every call, which with a few rows is most of the work
-//!   (the decoder's 67 MB of weights leave the cache between steps, so each
-//!   step read them twice and wrote them once). A kernel of our own reads
-//!   the panels where they lie, each once per six rows.
+//!   poet's T5 on CPUs with AVX2 and FMA ([`Linear::load_panels`]): its
+//!   decoder's products have a row per candidate, and gemm packs the whole
+//!   weight into a scratch copy on every call, which with a few rows is most
+//!   of the work (the decoder's 67 MB of weights leave the cache between
+//!   steps, so each step read them twice and wrote them once). A kernel of
+//!   our own reads the panels where they lie. The encoder's products (a row
+//!   per source character) measured even with gemm's, so the T5 holds one
+//!   layout.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
@@ -216,6 +218,10 @@ mod avx2 {
 
     use super::PANEL;
 
+    /// Rows taken through all of a task's panels before the next rows: 96
+    /// rows of 384 inputs are 144 KiB, which stay in a core's L2.
+    const ROWS_PER_BLOCK: usize = 96;
+
     /// [`super::multiply_panels`].
     ///
     /// # Safety
@@ -231,26 +237,30 @@ mod avx2 {
         block: &mut [f32],
     ) {
         let width = PANEL * count;
-        for s in 0..count {
-            let panel = panels.as_ptr().add(s * d_in * PANEL);
-            let mut r = 0;
-            while r < rows {
-                let tile = match rows - r {
-                    1 => tile::<1>,
-                    2 => tile::<2>,
-                    3 => tile::<3>,
-                    4 => tile::<4>,
-                    5 => tile::<5>,
-                    _ => tile::<6>,
-                };
-                tile(
-                    x.as_ptr().add(r * d_in),
-                    d_in,
-                    panel,
-                    block.as_mut_ptr().add(r * width + s * PANEL),
-                    width,
-                );
-                r += (rows - r).min(6);
+        // A block of rows stays in the cache while it goes through every panel.
+        for first in (0..rows).step_by(ROWS_PER_BLOCK) {
+            let end = (first + ROWS_PER_BLOCK).min(rows);
+            for s in 0..count {
+                let panel = panels.as_ptr().add(s * d_in * PANEL);
+                let mut r = first;
+                while r < end {
+                    let tile = match end - r {
+                        1 => tile::<1>,
+                        2 => tile::<2>,
+                        3 => tile::<3>,
+                        4 => tile::<4>,
+                        5 => tile::<5>,
+                        _ => tile::<6>,
+                    };
+                    tile(
+                        x.as_ptr().add(r * d_in),
+                        d_in,
+                        panel,
+                        block.as_mut_ptr().add(r * width + s * PANEL),
+                        width,
+                    );
+                    r += (end - r).min(6);
+                }
             }
         }
     }
@@ -291,7 +301,7 @@ mod tests {
     use super::*;
 
     /// A layer in panels gives gemm's product (with its bias) to within float
-    /// rounding: row counts on both sides of a tile, column counts that are
+    /// rounding: row counts on both sides of a tile and of a block of rows, column counts that are
     /// and are not multiples of a panel or of a task's share, leading dims kept.
     #[test]
     fn panel_product_matches_gemm() {
@@ -309,7 +319,7 @@ mod tests {
             let panels = Linear::load_panels(vb, d_in, d_out, true).unwrap();
             assert!(matches!(panels.weight, Weight::Panels { .. }));
             assert_eq!(panels.d_in(), d_in);
-            for rows in [1, 2, 5, 6, 7, 8, 13, 64] {
+            for rows in [1, 2, 5, 6, 7, 8, 13, 64, 200] {
                 let xs = Tensor::randn(0f32, 1.0, (rows, 1, d_in), &device).unwrap();
                 let got = panels.forward(&xs).unwrap();
                 assert_eq!(got.dims(), &[rows, 1, d_out]);

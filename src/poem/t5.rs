@@ -9,9 +9,10 @@
 //!   transformers; candle uses the bidirectional buckets in both stacks, which
 //!   agree only for distances under 8;
 //! - a dense layer ([`Linear`]) multiplies all rows of a batch as one
-//!   `(rows, in)` matrix by a weight stored transposed, where candle's
-//!   `Linear` broadcasts the weight over the batch and repacks it for every
-//!   row (8× the work at batch 8).
+//!   `(rows, in)` matrix, where candle's `Linear` broadcasts the weight over
+//!   the batch and repacks it for every row (8× the work at batch 8); on CPUs
+//!   with AVX2 and FMA its weights are held in panels for a kernel of our own
+//!   ([`Linear::load_panels`]), since the decoder's products have a row per candidate.
 //! - the gated feed-forward's activation and its product with the gate are
 //!   one pass on the CPU ([`Activation`]).
 //!
@@ -59,31 +60,29 @@ struct FeedForward {
     norm: LayerNorm,
 }
 
-/// A dense layer of the encoder (`Wᵀ`, for gemm) or of the decoder (in
-/// panels, for its products of a row per candidate).
-fn dense(vb: VarBuilder, d_in: usize, d_out: usize, decoder: bool) -> Result<Linear> {
-    if decoder {
-        Linear::load_panels(vb, d_in, d_out, false)
-    } else {
-        Linear::load(vb, d_in, d_out, false)
-    }
-}
-
 impl FeedForward {
-    fn load(vb: VarBuilder, cfg: &t5::Config, decoder: bool) -> Result<Self> {
-        let vb_dense = vb.pp("DenseReluDense");
+    fn load(vb: VarBuilder, cfg: &t5::Config) -> Result<Self> {
+        let dense = vb.pp("DenseReluDense");
         let (wi, wi_gate) = if cfg.feed_forward_proj.gated {
             (
-                dense(vb_dense.pp("wi_0"), cfg.d_model, cfg.d_ff, decoder)?,
-                Some(dense(vb_dense.pp("wi_1"), cfg.d_model, cfg.d_ff, decoder)?),
+                Linear::load_panels(dense.pp("wi_0"), cfg.d_model, cfg.d_ff, false)?,
+                Some(Linear::load_panels(
+                    dense.pp("wi_1"),
+                    cfg.d_model,
+                    cfg.d_ff,
+                    false,
+                )?),
             )
         } else {
-            (dense(vb_dense.pp("wi"), cfg.d_model, cfg.d_ff, decoder)?, None)
+            (
+                Linear::load_panels(dense.pp("wi"), cfg.d_model, cfg.d_ff, false)?,
+                None,
+            )
         };
         Ok(Self {
             wi,
             wi_gate,
-            wo: dense(vb_dense.pp("wo"), cfg.d_ff, cfg.d_model, decoder)?,
+            wo: Linear::load_panels(dense.pp("wo"), cfg.d_ff, cfg.d_model, false)?,
             act: cfg.feed_forward_proj.activation.try_into()?,
             norm: LayerNorm::load(vb.pp("layer_norm"), cfg)?,
         })
@@ -113,13 +112,13 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(vb: VarBuilder, cfg: &t5::Config, decoder: bool) -> Result<Self> {
+    fn load(vb: VarBuilder, cfg: &t5::Config) -> Result<Self> {
         let inner = cfg.num_heads * cfg.d_kv;
         Ok(Self {
-            q: dense(vb.pp("q"), cfg.d_model, inner, decoder)?,
-            k: dense(vb.pp("k"), cfg.d_model, inner, decoder)?,
-            v: dense(vb.pp("v"), cfg.d_model, inner, decoder)?,
-            o: dense(vb.pp("o"), inner, cfg.d_model, decoder)?,
+            q: Linear::load_panels(vb.pp("q"), cfg.d_model, inner, false)?,
+            k: Linear::load_panels(vb.pp("k"), cfg.d_model, inner, false)?,
+            v: Linear::load_panels(vb.pp("v"), cfg.d_model, inner, false)?,
+            o: Linear::load_panels(vb.pp("o"), inner, cfg.d_model, false)?,
             heads: cfg.num_heads,
             d_kv: cfg.d_kv,
             cache: None,
@@ -201,16 +200,16 @@ impl Block {
         let vb = vb.pp("layer");
         let cross = if decoder {
             Some((
-                Attention::load(vb.pp("1").pp("EncDecAttention"), cfg, decoder)?,
+                Attention::load(vb.pp("1").pp("EncDecAttention"), cfg)?,
                 LayerNorm::load(vb.pp("1").pp("layer_norm"), cfg)?,
             ))
         } else {
             None
         };
         Ok(Self {
-            self_attn: Attention::load(vb.pp("0").pp("SelfAttention"), cfg, decoder)?,
+            self_attn: Attention::load(vb.pp("0").pp("SelfAttention"), cfg)?,
             self_norm: LayerNorm::load(vb.pp("0").pp("layer_norm"), cfg)?,
-            ff: FeedForward::load(vb.pp(if decoder { "2" } else { "1" }), cfg, decoder)?,
+            ff: FeedForward::load(vb.pp(if decoder { "2" } else { "1" }), cfg)?,
             cross,
         })
     }
@@ -333,7 +332,7 @@ impl T5 {
             shared,
             encoder: Stack::load(vb.pp("encoder"), cfg, cfg.num_layers, false)?,
             decoder: Stack::load(vb.pp("decoder"), cfg, decoder_layers, true)?,
-            lm_head: dense(vb.pp("lm_head"), cfg.d_model, cfg.vocab_size, true)?,
+            lm_head: Linear::load_panels(vb.pp("lm_head"), cfg.d_model, cfg.vocab_size, false)?,
             decoded: 0,
         })
     }
