@@ -161,8 +161,7 @@ fn apply(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sy
 /// One chunk, in the widest vectors this CPU has.
 fn map(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Copy) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    {
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the function is compiled for.
         return unsafe { map_avx2(out, a, b, f) };
     }
@@ -279,7 +278,9 @@ mod tests {
 
     fn grid() -> Vec<f32> {
         let mut xs: Vec<f32> = (-40_000..=40_000).map(|i| i as f32 / 2_000.0).collect();
-        xs.extend([-1e4, -300.0, -90.0, -88.0, 0.0, -0.0, 1e-30, 88.0, 90.0, 300.0, 1e4]);
+        xs.extend([
+            -1e4, -300.0, -90.0, -88.0, 0.0, -0.0, 1e-30, 88.0, 90.0, 300.0, 1e4,
+        ]);
         xs
     }
 
@@ -349,10 +350,15 @@ mod tests {
             }
         }
         // A transposed (strided) input is read in its logical order.
-        let matrix = Tensor::randn(0f32, 1.0, (3, 5), &Device::Cpu).unwrap().t().unwrap();
+        let matrix = Tensor::randn(0f32, 1.0, (3, 5), &Device::Cpu)
+            .unwrap()
+            .t()
+            .unwrap();
         let out = Activation::GeluErf.forward(&matrix).unwrap();
         assert_eq!(out.dims(), &[5, 3]);
-        let want = Activation::GeluErf.candle(&matrix.contiguous().unwrap()).unwrap();
+        let want = Activation::GeluErf
+            .candle(&matrix.contiguous().unwrap())
+            .unwrap();
         assert!(max_diff(&out, &want) < 1e-5);
     }
 }

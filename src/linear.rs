@@ -45,30 +45,37 @@ pub(crate) struct Linear {
 impl Linear {
     pub(crate) fn load(vb: VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
         Ok(Self {
-            weight: Weight::Transposed(vb.get((d_out, d_in), "weight")?.t()?.contiguous()?),
+            weight: Weight::Transposed(weight_t(&vb, d_in, d_out)?),
             bias: bias.then(|| vb.get(d_out, "bias")).transpose()?,
         })
     }
 
-    /// A layer for products of a few rows: in panels where the kernel for
-    /// them runs (a CPU with AVX2 and FMA, f32), else as [`Linear::load`].
-    pub(crate) fn load_panels(vb: VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
-        let layer = Self::load(vb, d_in, d_out, bias)?;
-        let Weight::Transposed(weight_t) = &layer.weight else {
-            unreachable!("load holds Wᵀ")
+    /// A layer held in panels for the kernel of our own, where it runs (a CPU
+    /// with AVX2 and FMA, f32); elsewhere as [`Linear::load`].
+    pub(crate) fn load_panels(
+        vb: VarBuilder,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let weight_t = weight_t(&vb, d_in, d_out)?;
+        let weight = if weight_t.device().is_cpu()
+            && weight_t.dtype() == DType::F32
+            && panel_kernel_runs()
+        {
+            let strips = d_out.div_ceil(PANEL);
+            let panels = weight_t
+                .pad_with_zeros(1, 0, strips * PANEL - d_out)?
+                .reshape((d_in, strips, PANEL))?
+                .transpose(0, 1)?
+                .contiguous()?;
+            Weight::Panels { panels, d_out }
+        } else {
+            Weight::Transposed(weight_t)
         };
-        if !(weight_t.device().is_cpu() && weight_t.dtype() == DType::F32 && panel_kernel_runs()) {
-            return Ok(layer);
-        }
-        let strips = d_out.div_ceil(PANEL);
-        let padded = weight_t.pad_with_zeros(1, 0, strips * PANEL - d_out)?;
-        let panels = padded
-            .reshape((d_in, strips, PANEL))?
-            .transpose(0, 1)?
-            .contiguous()?;
         Ok(Self {
-            weight: Weight::Panels { panels, d_out },
-            bias: layer.bias,
+            weight,
+            bias: bias.then(|| vb.get(d_out, "bias")).transpose()?,
         })
     }
 
@@ -136,6 +143,11 @@ impl Module for Linear {
     }
 }
 
+/// `Wᵀ`, `(in, out)`, contiguous, from the checkpoint's `weight` `(out, in)`.
+fn weight_t(vb: &VarBuilder, d_in: usize, d_out: usize) -> Result<Tensor> {
+    vb.get((d_out, d_in), "weight")?.t()?.contiguous()
+}
+
 fn panel_kernel_runs() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -168,6 +180,9 @@ impl CustomOp2 for PanelProduct {
         let (strips, panel_in, _) = l2.shape().dims3()?;
         if d_in != panel_in {
             candle_core::bail!("({rows}, {d_in}) times panels of {panel_in} rows");
+        }
+        if rows == 0 {
+            return Ok((CpuStorage::F32(Vec::new()), Shape::from((0, self.d_out))));
         }
         let (x, panels) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
         // Each task writes the block of its panels' columns, `(rows, 16 · panels)`;
@@ -312,22 +327,34 @@ mod tests {
         let device = Device::Cpu;
         for (d_in, d_out) in [(384, 1024), (37, 300), (5, 7), (64, 129)] {
             let mut tensors = std::collections::HashMap::new();
-            tensors.insert("weight".to_string(), Tensor::randn(0f32, 1.0, (d_out, d_in), &device).unwrap());
-            tensors.insert("bias".to_string(), Tensor::randn(0f32, 1.0, d_out, &device).unwrap());
+            tensors.insert(
+                "weight".to_string(),
+                Tensor::randn(0f32, 1.0, (d_out, d_in), &device).unwrap(),
+            );
+            tensors.insert(
+                "bias".to_string(),
+                Tensor::randn(0f32, 1.0, d_out, &device).unwrap(),
+            );
             let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
             let plain = Linear::load(vb.clone(), d_in, d_out, true).unwrap();
             let panels = Linear::load_panels(vb, d_in, d_out, true).unwrap();
             assert!(matches!(panels.weight, Weight::Panels { .. }));
             assert_eq!(panels.d_in(), d_in);
-            for rows in [1, 2, 5, 6, 7, 8, 13, 64, 200] {
+            for rows in [0, 1, 2, 5, 6, 7, 8, 13, 64, 200] {
                 let xs = Tensor::randn(0f32, 1.0, (rows, 1, d_in), &device).unwrap();
                 let got = panels.forward(&xs).unwrap();
                 assert_eq!(got.dims(), &[rows, 1, d_out]);
+                if rows == 0 {
+                    continue;
+                }
                 let want = plain.forward(&xs).unwrap();
                 let diff: f32 = (got - want)
                     .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar())
                     .unwrap();
-                assert!(diff < 1e-4, "({rows}, {d_in}) × ({d_in}, {d_out}): off by {diff}");
+                assert!(
+                    diff < 1e-4,
+                    "({rows}, {d_in}) × ({d_in}, {d_out}): off by {diff}"
+                );
             }
         }
     }

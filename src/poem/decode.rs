@@ -20,8 +20,8 @@
 use std::sync::Arc;
 
 use rand::rngs::StdRng;
-use rayon::prelude::*;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 use super::model::PoetModel;
 use super::ngram::CharNgram;
