@@ -24,8 +24,10 @@ use rayon::prelude::*;
 
 /// Columns in a panel: two AVX vectors.
 const PANEL: usize = 16;
-/// Panels per parallel task.
-const PANELS_PER_TASK: usize = 8;
+/// Parallel tasks per thread in a product: two, so that a thread that
+/// finishes early takes another (a product of 24 panels in tasks of 8 had
+/// split 2:1 over two cores).
+const TASKS_PER_THREAD: usize = 2;
 
 enum Weight {
     /// `Wᵀ`, `(in, out)`, contiguous.
@@ -177,9 +179,12 @@ impl CustomOp2 for PanelProduct {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (rows, d_in) = l1.shape().dims2()?;
-        let (strips, panel_in, _) = l2.shape().dims3()?;
-        if d_in != panel_in {
-            candle_core::bail!("({rows}, {d_in}) times panels of {panel_in} rows");
+        let (strips, panel_in, width) = l2.shape().dims3()?;
+        if (strips, panel_in, width) != (self.d_out.div_ceil(PANEL), d_in, PANEL) || d_in == 0 {
+            candle_core::bail!(
+                "({rows}, {d_in}) times {strips} panels ({panel_in}, {width}) for {} outputs",
+                self.d_out
+            );
         }
         if rows == 0 {
             return Ok((CpuStorage::F32(Vec::new()), Shape::from((0, self.d_out))));
@@ -187,16 +192,17 @@ impl CustomOp2 for PanelProduct {
         let (x, panels) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
         // Each task writes the block of its panels' columns, `(rows, 16 · panels)`;
         // the blocks are then laid side by side.
-        let task_len = rows * PANEL * PANELS_PER_TASK;
+        let per_task = strips.div_ceil(TASKS_PER_THREAD * rayon::current_num_threads());
+        let task_len = rows * PANEL * per_task;
         let mut blocks = vec![0f32; rows * PANEL * strips];
         blocks
             .par_chunks_mut(task_len)
-            .zip(panels.par_chunks(d_in * PANEL * PANELS_PER_TASK))
+            .zip(panels.par_chunks(d_in * PANEL * per_task))
             .for_each(|(block, panels)| multiply_panels(x, rows, d_in, panels, block));
         let mut out = vec![0f32; rows * self.d_out];
         for (task, block) in blocks.chunks(task_len).enumerate() {
             let width = block.len() / rows;
-            let first = task * PANEL * PANELS_PER_TASK;
+            let first = task * PANEL * per_task;
             let kept = width.min(self.d_out - first);
             for (r, part) in block.chunks(width).enumerate() {
                 out[r * self.d_out + first..][..kept].copy_from_slice(&part[..kept]);
@@ -232,6 +238,9 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::PANEL;
+
+    // The tile holds a panel's row in two 8-float vectors.
+    const _: () = assert!(PANEL == 16);
 
     /// Rows taken through all of a task's panels before the next rows: 96
     /// rows of 384 inputs are 144 KiB, which stay in a core's L2.
@@ -293,8 +302,8 @@ mod avx2 {
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
         for p in 0..d_in {
-            let w0 = _mm256_loadu_ps(panel.add(p * 16));
-            let w1 = _mm256_loadu_ps(panel.add(p * 16 + 8));
+            let w0 = _mm256_loadu_ps(panel.add(p * PANEL));
+            let w1 = _mm256_loadu_ps(panel.add(p * PANEL + 8));
             for (r, acc) in acc.iter_mut().enumerate() {
                 let xv = _mm256_set1_ps(*x.add(r * d_in + p));
                 acc[0] = _mm256_fmadd_ps(xv, w0, acc[0]);
