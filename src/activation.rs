@@ -13,6 +13,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::cpu_kernels::{avx2_fma, contiguous_f32, exp};
+
 /// Elements below which one core does the pass: splitting costs more.
 const PARALLEL_FROM: usize = 1 << 15;
 /// Elements per parallel task.
@@ -102,7 +104,7 @@ impl CustomOp1 for Pass {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let xs = contiguous_f32(storage, layout)?;
+        let xs = contiguous_f32(storage, layout, "activation")?;
         let mut out = vec![0f32; xs.len()];
         match self.0 {
             Activation::GeluErf => apply(&mut out, xs, xs, |x, _| gelu_erf(x)),
@@ -132,7 +134,10 @@ impl CustomOp2 for GatedPass {
         if l1.shape() != l2.shape() {
             candle_core::bail!("gate {:?} for activations {:?}", l2.shape(), l1.shape());
         }
-        let (xs, gate) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
+        let (xs, gate) = (
+            contiguous_f32(s1, l1, "activation")?,
+            contiguous_f32(s2, l2, "activation's gate")?,
+        );
         let mut out = vec![0f32; xs.len()];
         match self.0 {
             Activation::GeluErf => apply(&mut out, xs, gate, |x, g| gelu_erf(x) * g),
@@ -142,14 +147,6 @@ impl CustomOp2 for GatedPass {
             Activation::Relu => apply(&mut out, xs, gate, |x, g| x.max(0.0) * g),
         }
         Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-}
-
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        (CpuStorage::F32(_), None) => candle_core::bail!("activation of a non-contiguous tensor"),
-        _ => candle_core::bail!("activation of a tensor not in f32"),
     }
 }
 
@@ -167,7 +164,7 @@ fn apply(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sy
 /// One chunk, in the widest vectors this CPU has.
 fn map(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Copy) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if avx2_fma() {
         // SAFETY: the CPU has the features the function is compiled for.
         return unsafe { map_avx2(out, a, b, f) };
     }
@@ -185,31 +182,6 @@ fn map_portable(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f
     for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
         *o = f(x, y);
     }
-}
-
-/// eˣ: Cephes' `expf` (a degree-5 polynomial after taking out n·ln 2), within
-/// 2 ulp over the clamped range; no branches, so it vectorises.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    // 1.5 · 2²³: adding it rounds to an integer held in the mantissa's low bits.
-    const ROUND: f32 = 12_582_912.0;
-    // ln 2 in two parts, so that x − n·ln 2 keeps its low bits.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.3, 88.3);
-    let shifted = x * std::f32::consts::LOG2_E + ROUND;
-    let n = shifted - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_2e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
-    let e = p * r * r + r + 1.0;
-    // 2ⁿ from n's bits: n is in −126..=127 after the clamp.
-    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
-    e * f32::from_bits(n_bits.wrapping_add(127) << 23)
 }
 
 #[inline(always)]
@@ -332,17 +304,6 @@ mod tests {
                 "gelu_erf({x}) = {got}, not {want}"
             );
         }
-    }
-
-    #[test]
-    fn exp_is_within_two_ulp_of_libm() {
-        for x in (-87_000..=88_000).map(|i| i as f32 / 1_000.0) {
-            let (got, want) = (exp(x), x.exp());
-            let ulp = (want.to_bits() as i64 - got.to_bits() as i64).abs();
-            assert!(ulp <= 2, "exp({x}) = {got}, libm {want}: {ulp} ulp");
-        }
-        assert_eq!(exp(-1e4), exp(-87.3));
-        assert!(exp(1e4).is_finite());
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {

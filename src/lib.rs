@@ -15,6 +15,7 @@ mod activation;
 pub mod bench;
 pub mod bot;
 pub mod config;
+mod cpu_kernels;
 pub mod device;
 pub mod embedding;
 pub mod error;

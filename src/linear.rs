@@ -1,26 +1,26 @@
 //! The dense layer the poet's T5 and Chinese-CLIP share.
 //!
-//! Its weight is held once, in the layout its products want:
-//! - `Wᵀ`, contiguous, for gemm (Chinese-CLIP): `x · Wᵀ` reads a row-major
-//!   matrix, where gemm would pack a transposed right-hand side afresh on
-//!   every call; this layout cut Chinese-CLIP's products by a third to a half
-//!   (a 197 × 3072 × 768 product: 13.2 ms → 5.6 ms on two cores). All rows of
-//!   a batch go through as one `(rows, in)` matrix, where candle's `Linear`
-//!   broadcasts the weight over the batch and repacks it for every row (8×
-//!   the work at a batch of 8).
-//! - panels of 16 columns (`Wᵀ[:, 16s..16s+16]` one after another), for the
-//!   poet's T5 on CPUs with AVX2 and FMA ([`Linear::load_panels`]): its
-//!   decoder's products have a row per candidate, and gemm packs the whole
-//!   weight into a scratch copy on every call, which with a few rows is most
-//!   of the work (the decoder's 67 MB of weights leave the cache between
-//!   steps, so each step read them twice and wrote them once). A kernel of
-//!   our own reads the panels where they lie. The encoder's products (a row
-//!   per source character) measured even with gemm's, so the T5 holds one
-//!   layout.
+//! Its weight is held once, in the layout its products want. All rows of a
+//! batch go through as one `(rows, in)` matrix, where candle's `Linear`
+//! broadcasts the weight over the batch and repacks it for every row (8× the
+//! work at a batch of 8).
+//! - On CPUs with AVX2 and FMA, in f32: panels of 16 columns
+//!   (`Wᵀ[:, 16s..16s+16]` one after another), which a kernel of our own
+//!   reads where they lie. gemm packs its right-hand side into a scratch
+//!   copy on every call: with the poet's decoder (a row per candidate) that
+//!   packing was most of the work, as its 67 MB of weights leave the cache
+//!   between steps, so each step read them twice and wrote them once. On
+//!   Chinese-CLIP's products (197 to 1,576 rows) the kernel measured even
+//!   with gemm or a little ahead, so both models hold one layout.
+//! - Elsewhere (a GPU, bf16, other CPUs): `Wᵀ`, contiguous, for gemm, where
+//!   `x · Wᵀ` of the checkpoint's `W` would pack a transposed matrix afresh
+//!   on every call.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
+
+use crate::cpu_kernels::{avx2_fma, contiguous_f32, SharedOutput};
 
 /// Columns in a panel: two AVX vectors.
 const PANEL: usize = 16;
@@ -44,39 +44,44 @@ pub(crate) struct Linear {
     bias: Option<Tensor>,
 }
 
-impl Linear {
-    pub(crate) fn load(vb: VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
-        Ok(Self {
-            weight: Weight::Transposed(weight_t(&vb, d_in, d_out)?),
-            bias: bias.then(|| vb.get(d_out, "bias")).transpose()?,
-        })
+impl Weight {
+    /// `Wᵀ` `(in, out)` in the layout its products want: panels for the
+    /// kernel of our own where it runs (a CPU with AVX2 and FMA, f32), `Wᵀ`
+    /// for gemm elsewhere.
+    fn new(weight_t: Tensor) -> Result<Self> {
+        if !(weight_t.device().is_cpu() && weight_t.dtype() == DType::F32 && avx2_fma()) {
+            return Ok(Self::Transposed(weight_t));
+        }
+        let (d_in, d_out) = weight_t.dims2()?;
+        let strips = d_out.div_ceil(PANEL);
+        let panels = weight_t
+            .pad_with_zeros(1, 0, strips * PANEL - d_out)?
+            .reshape((d_in, strips, PANEL))?
+            .transpose(0, 1)?
+            .contiguous()?;
+        Ok(Self::Panels { panels, d_out })
     }
 
-    /// A layer held in panels for the kernel of our own, where it runs (a CPU
-    /// with AVX2 and FMA, f32); elsewhere as [`Linear::load`].
-    pub(crate) fn load_panels(
-        vb: VarBuilder,
-        d_in: usize,
-        d_out: usize,
-        bias: bool,
-    ) -> Result<Self> {
-        let weight_t = weight_t(&vb, d_in, d_out)?;
-        let weight = if weight_t.device().is_cpu()
-            && weight_t.dtype() == DType::F32
-            && panel_kernel_runs()
-        {
-            let strips = d_out.div_ceil(PANEL);
-            let panels = weight_t
-                .pad_with_zeros(1, 0, strips * PANEL - d_out)?
-                .reshape((d_in, strips, PANEL))?
-                .transpose(0, 1)?
-                .contiguous()?;
-            Weight::Panels { panels, d_out }
-        } else {
-            Weight::Transposed(weight_t)
-        };
+    /// `Wᵀ`, `(in, out)`.
+    fn transposed(&self) -> Result<Tensor> {
+        match self {
+            Self::Transposed(weight_t) => Ok(weight_t.clone()),
+            Self::Panels { panels, d_out } => {
+                let (strips, d_in, _) = panels.dims3()?;
+                panels
+                    .transpose(0, 1)?
+                    .reshape((d_in, strips * PANEL))?
+                    .narrow(1, 0, *d_out)
+            }
+        }
+    }
+}
+
+impl Linear {
+    pub(crate) fn load(vb: VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        let weight_t = vb.get((d_out, d_in), "weight")?.t()?.contiguous()?;
         Ok(Self {
-            weight,
+            weight: Weight::new(weight_t)?,
             bias: bias.then(|| vb.get(d_out, "bias")).transpose()?,
         })
     }
@@ -89,27 +94,24 @@ impl Linear {
         }
     }
 
-    /// The layers' `Wᵀ` side by side, `(in, Σ out)`, and their biases end to
-    /// end, each layer's part multiplied by its factor. Layers loaded with
-    /// [`Linear::load`].
+    /// One layer from several side by side: their `Wᵀ` in one `(in, Σ out)`
+    /// and their biases end to end, each layer's part multiplied by its
+    /// factor.
     pub(crate) fn side_by_side(layers: &[(Linear, f64)]) -> Result<Self> {
-        let scaled = |t: &Tensor, factor: f64| {
+        let scaled = |t: Tensor, factor: f64| {
             if factor == 1.0 {
-                Ok(t.clone())
+                Ok(t)
             } else {
                 t.affine(factor, 0.0)
             }
         };
         let weights = layers
             .iter()
-            .map(|(l, f)| match &l.weight {
-                Weight::Transposed(weight_t) => scaled(weight_t, *f),
-                Weight::Panels { .. } => candle_core::bail!("layers in panels side by side"),
-            })
+            .map(|(l, f)| scaled(l.weight.transposed()?, *f))
             .collect::<Result<Vec<_>>>()?;
         let biases = layers
             .iter()
-            .filter_map(|(l, f)| l.bias.as_ref().map(|b| scaled(b, *f)))
+            .filter_map(|(l, f)| l.bias.as_ref().map(|b| scaled(b.clone(), *f)))
             .collect::<Result<Vec<_>>>()?;
         let bias = match biases.len() {
             0 => None,
@@ -117,7 +119,7 @@ impl Linear {
             _ => candle_core::bail!("layers side by side either all have biases or none"),
         };
         Ok(Self {
-            weight: Weight::Transposed(Tensor::cat(&weights, 1)?),
+            weight: Weight::new(Tensor::cat(&weights, 1)?)?,
             bias,
         })
     }
@@ -142,22 +144,6 @@ impl Module for Linear {
         }
         dims.push(d_out);
         out.reshape(dims)
-    }
-}
-
-/// `Wᵀ`, `(in, out)`, contiguous, from the checkpoint's `weight` `(out, in)`.
-fn weight_t(vb: &VarBuilder, d_in: usize, d_out: usize) -> Result<Tensor> {
-    vb.get((d_out, d_in), "weight")?.t()?.contiguous()
-}
-
-fn panel_kernel_runs() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
@@ -189,45 +175,52 @@ impl CustomOp2 for PanelProduct {
         if rows == 0 {
             return Ok((CpuStorage::F32(Vec::new()), Shape::from((0, self.d_out))));
         }
-        let (x, panels) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
-        // Each task writes the block of its panels' columns, `(rows, 16 · panels)`;
-        // the blocks are then laid side by side.
-        let per_task = strips.div_ceil(TASKS_PER_THREAD * rayon::current_num_threads());
-        let task_len = rows * PANEL * per_task;
-        let mut blocks = vec![0f32; rows * PANEL * strips];
-        blocks
-            .par_chunks_mut(task_len)
-            .zip(panels.par_chunks(d_in * PANEL * per_task))
-            .for_each(|(block, panels)| multiply_panels(x, rows, d_in, panels, block));
+        let (x, panels) = (
+            contiguous_f32(s1, l1, "panel product")?,
+            contiguous_f32(s2, l2, "panel product's weight")?,
+        );
         let mut out = vec![0f32; rows * self.d_out];
-        for (task, block) in blocks.chunks(task_len).enumerate() {
-            let width = block.len() / rows;
-            let first = task * PANEL * per_task;
-            let kept = width.min(self.d_out - first);
-            for (r, part) in block.chunks(width).enumerate() {
-                out[r * self.d_out + first..][..kept].copy_from_slice(&part[..kept]);
-            }
-        }
+        let per_task = strips.div_ceil(TASKS_PER_THREAD * rayon::current_num_threads());
+        let shared = SharedOutput(out.as_mut_ptr());
+        panels
+            .par_chunks(d_in * PANEL * per_task)
+            .enumerate()
+            .for_each(|(task, panels)| {
+                let columns =
+                    task * PANEL * per_task..self.d_out.min((task + 1) * PANEL * per_task);
+                // SAFETY: the tasks' column ranges do not overlap, and each
+                // lies within the output's `d_out` columns.
+                unsafe { multiply_panels(x, rows, d_in, panels, &shared, self.d_out, columns) }
+            });
         Ok((CpuStorage::F32(out), Shape::from((rows, self.d_out))))
     }
 }
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        _ => candle_core::bail!("panel product of a strided or non-f32 tensor"),
-    }
-}
-
-/// `block = x · [panels side by side]`, `(rows, 16 · panels)`.
-fn multiply_panels(x: &[f32], rows: usize, d_in: usize, panels: &[f32], block: &mut [f32]) {
+/// `out[:, columns] = x · [panels side by side]`, `columns` being those of
+/// the panels (the last panel's padding left out).
+///
+/// # Safety
+/// `out` holds `rows × d_out` floats; no other thread touches `columns`.
+unsafe fn multiply_panels(
+    x: &[f32],
+    rows: usize,
+    d_in: usize,
+    panels: &[f32],
+    out: &SharedOutput,
+    d_out: usize,
+    columns: std::ops::Range<usize>,
+) {
     let count = panels.len() / (d_in * PANEL);
     assert!(x.len() == rows * d_in && panels.len() == count * d_in * PANEL);
-    assert!(block.len() == rows * PANEL * count);
+    assert!(
+        columns.end <= d_out
+            && columns.len() > PANEL * (count - 1)
+            && columns.len() <= PANEL * count
+    );
     #[cfg(target_arch = "x86_64")]
-    if panel_kernel_runs() {
+    if avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA; the lengths were checked above.
-        unsafe { avx2::multiply_panels(x, rows, d_in, panels, count, block) };
+        unsafe { avx2::multiply_panels(x, rows, d_in, panels, count, out.0, d_out, columns.start) };
         return;
     }
     unreachable!("panels are built only where their kernel runs");
@@ -246,27 +239,32 @@ mod avx2 {
     /// rows of 384 inputs are 144 KiB, which stay in a core's L2.
     const ROWS_PER_BLOCK: usize = 96;
 
-    /// [`super::multiply_panels`].
+    /// [`super::multiply_panels`] from column `first` on.
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA; `x` holds `rows × d_in`, `panels`
-    /// `count × d_in × 16`, `block` `rows × 16·count`.
+    /// `count × d_in × 16`, `out` `rows × d_out`, and `first + 16·count`
+    /// passes `d_out` by less than a panel.
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn multiply_panels(
         x: &[f32],
         rows: usize,
         d_in: usize,
         panels: &[f32],
         count: usize,
-        block: &mut [f32],
+        out: *mut f32,
+        d_out: usize,
+        first: usize,
     ) {
-        let width = PANEL * count;
         // A block of rows stays in the cache while it goes through every panel.
-        for first in (0..rows).step_by(ROWS_PER_BLOCK) {
-            let end = (first + ROWS_PER_BLOCK).min(rows);
+        for first_row in (0..rows).step_by(ROWS_PER_BLOCK) {
+            let end = (first_row + ROWS_PER_BLOCK).min(rows);
             for s in 0..count {
                 let panel = panels.as_ptr().add(s * d_in * PANEL);
-                let mut r = first;
+                let column = first + s * PANEL;
+                let columns = (d_out - column).min(PANEL);
+                let mut r = first_row;
                 while r < end {
                     let tile = match end - r {
                         1 => tile::<1>,
@@ -280,8 +278,9 @@ mod avx2 {
                         x.as_ptr().add(r * d_in),
                         d_in,
                         panel,
-                        block.as_mut_ptr().add(r * width + s * PANEL),
-                        width,
+                        out.add(r * d_out + column),
+                        d_out,
+                        columns,
                     );
                     r += (end - r).min(6);
                 }
@@ -291,14 +290,16 @@ mod avx2 {
 
     /// `ROWS` rows of `x` times one panel, the sums held in registers
     /// (12 of the 16 at six rows): each step loads the panel's 16 weights
-    /// once and uses them for every row.
+    /// once and uses them for every row. Writes the first `columns` sums of
+    /// each row (all 16 but in the last, padded panel).
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile<const ROWS: usize>(
         x: *const f32,
         d_in: usize,
         panel: *const f32,
         out: *mut f32,
-        width: usize,
+        d_out: usize,
+        columns: usize,
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
         for p in 0..d_in {
@@ -311,8 +312,16 @@ mod avx2 {
             }
         }
         for (r, acc) in acc.iter().enumerate() {
-            _mm256_storeu_ps(out.add(r * width), acc[0]);
-            _mm256_storeu_ps(out.add(r * width + 8), acc[1]);
+            let row = out.add(r * d_out);
+            if columns == PANEL {
+                _mm256_storeu_ps(row, acc[0]);
+                _mm256_storeu_ps(row.add(8), acc[1]);
+            } else {
+                let mut sums = [0f32; PANEL];
+                _mm256_storeu_ps(sums.as_mut_ptr(), acc[0]);
+                _mm256_storeu_ps(sums.as_mut_ptr().add(8), acc[1]);
+                std::ptr::copy_nonoverlapping(sums.as_ptr(), row, columns);
+            }
         }
     }
 }
@@ -324,47 +333,83 @@ mod tests {
 
     use super::*;
 
+    fn layer(d_in: usize, d_out: usize) -> (Linear, Tensor, Tensor) {
+        let device = Device::Cpu;
+        let weight = Tensor::randn(0f32, 1.0, (d_out, d_in), &device).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, d_out, &device).unwrap();
+        let tensors = [("weight", &weight), ("bias", &bias)]
+            .map(|(name, t)| (name.to_string(), t.clone()))
+            .into_iter()
+            .collect();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        (Linear::load(vb, d_in, d_out, true).unwrap(), weight, bias)
+    }
+
+    fn largest_difference(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar())
+            .unwrap()
+    }
+
     /// A layer in panels gives gemm's product (with its bias) to within float
-    /// rounding: row counts on both sides of a tile and of a block of rows, column counts that are
-    /// and are not multiples of a panel or of a task's share, leading dims kept.
+    /// rounding: row counts on both sides of a tile and of a block of rows,
+    /// column counts that are and are not multiples of a panel or of a
+    /// task's share, leading dims kept; its panels give back `Wᵀ` exactly.
     #[test]
     fn panel_product_matches_gemm() {
-        if !panel_kernel_runs() {
+        if !avx2_fma() {
             eprintln!("no AVX2 and FMA here: layers stay in Wᵀ, nothing to compare");
             return;
         }
-        let device = Device::Cpu;
         for (d_in, d_out) in [(384, 1024), (37, 300), (5, 7), (64, 129)] {
-            let mut tensors = std::collections::HashMap::new();
-            tensors.insert(
-                "weight".to_string(),
-                Tensor::randn(0f32, 1.0, (d_out, d_in), &device).unwrap(),
-            );
-            tensors.insert(
-                "bias".to_string(),
-                Tensor::randn(0f32, 1.0, d_out, &device).unwrap(),
-            );
-            let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-            let plain = Linear::load(vb.clone(), d_in, d_out, true).unwrap();
-            let panels = Linear::load_panels(vb, d_in, d_out, true).unwrap();
+            let (panels, weight, bias) = layer(d_in, d_out);
             assert!(matches!(panels.weight, Weight::Panels { .. }));
             assert_eq!(panels.d_in(), d_in);
+            let weight_t = weight.t().unwrap();
+            assert_eq!(
+                largest_difference(&panels.weight.transposed().unwrap(), &weight_t),
+                0.0
+            );
+            let plain = Linear {
+                weight: Weight::Transposed(weight_t.contiguous().unwrap()),
+                bias: Some(bias),
+            };
             for rows in [0, 1, 2, 5, 6, 7, 8, 13, 64, 200] {
-                let xs = Tensor::randn(0f32, 1.0, (rows, 1, d_in), &device).unwrap();
+                let xs = Tensor::randn(0f32, 1.0, (rows, 1, d_in), &Device::Cpu).unwrap();
                 let got = panels.forward(&xs).unwrap();
                 assert_eq!(got.dims(), &[rows, 1, d_out]);
                 if rows == 0 {
                     continue;
                 }
-                let want = plain.forward(&xs).unwrap();
-                let diff: f32 = (got - want)
-                    .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar())
-                    .unwrap();
+                let diff = largest_difference(&got, &plain.forward(&xs).unwrap());
                 assert!(
                     diff < 1e-4,
                     "({rows}, {d_in}) × ({d_in}, {d_out}): off by {diff}"
                 );
             }
         }
+    }
+
+    /// Layers side by side give each layer's output, times its factor, one
+    /// after another.
+    #[test]
+    fn side_by_side_is_the_layers_outputs_end_to_end() {
+        let (d_in, widths, factors) = (48, [37, 16, 300], [0.125, 1.0, -2.0]);
+        let layers: Vec<(Linear, f64)> = widths
+            .iter()
+            .zip(factors)
+            .map(|(&d_out, factor)| (layer(d_in, d_out).0, factor))
+            .collect();
+        let xs = Tensor::randn(0f32, 1.0, (2, 9, d_in), &Device::Cpu).unwrap();
+        let want = layers
+            .iter()
+            .map(|(l, factor)| l.forward(&xs).and_then(|out| out.affine(*factor, 0.0)))
+            .collect::<Result<Vec<_>>>()
+            .and_then(|outs| Tensor::cat(&outs, 2))
+            .unwrap();
+        let got = Linear::side_by_side(&layers).unwrap().forward(&xs).unwrap();
+        assert_eq!(got.dims(), &[2, 9, 353]);
+        let diff = largest_difference(&got, &want);
+        assert!(diff < 1e-4, "off by {diff}");
     }
 }

@@ -11,8 +11,9 @@
 //! - a dense layer ([`Linear`]) multiplies all rows of a batch as one
 //!   `(rows, in)` matrix, where candle's `Linear` broadcasts the weight over
 //!   the batch and repacks it for every row (8× the work at batch 8); on CPUs
-//!   with AVX2 and FMA its weights are held in panels for a kernel of our own
-//!   ([`Linear::load_panels`]), since the decoder's products have a row per candidate.
+//!   with AVX2 and FMA its weights are held in panels that a kernel of our
+//!   own reads in place, since the decoder's products have a row per
+//!   candidate and gemm would repack the whole weight for each.
 //! - the gated feed-forward's activation and its product with the gate are
 //!   one pass on the CPU ([`Activation`]).
 //!
@@ -65,8 +66,8 @@ impl FeedForward {
         let dense = vb.pp("DenseReluDense");
         let (wi, wi_gate) = if cfg.feed_forward_proj.gated {
             (
-                Linear::load_panels(dense.pp("wi_0"), cfg.d_model, cfg.d_ff, false)?,
-                Some(Linear::load_panels(
+                Linear::load(dense.pp("wi_0"), cfg.d_model, cfg.d_ff, false)?,
+                Some(Linear::load(
                     dense.pp("wi_1"),
                     cfg.d_model,
                     cfg.d_ff,
@@ -75,14 +76,14 @@ impl FeedForward {
             )
         } else {
             (
-                Linear::load_panels(dense.pp("wi"), cfg.d_model, cfg.d_ff, false)?,
+                Linear::load(dense.pp("wi"), cfg.d_model, cfg.d_ff, false)?,
                 None,
             )
         };
         Ok(Self {
             wi,
             wi_gate,
-            wo: Linear::load_panels(dense.pp("wo"), cfg.d_ff, cfg.d_model, false)?,
+            wo: Linear::load(dense.pp("wo"), cfg.d_ff, cfg.d_model, false)?,
             act: cfg.feed_forward_proj.activation.try_into()?,
             norm: LayerNorm::load(vb.pp("layer_norm"), cfg)?,
         })
@@ -115,10 +116,10 @@ impl Attention {
     fn load(vb: VarBuilder, cfg: &t5::Config) -> Result<Self> {
         let inner = cfg.num_heads * cfg.d_kv;
         Ok(Self {
-            q: Linear::load_panels(vb.pp("q"), cfg.d_model, inner, false)?,
-            k: Linear::load_panels(vb.pp("k"), cfg.d_model, inner, false)?,
-            v: Linear::load_panels(vb.pp("v"), cfg.d_model, inner, false)?,
-            o: Linear::load_panels(vb.pp("o"), inner, cfg.d_model, false)?,
+            q: Linear::load(vb.pp("q"), cfg.d_model, inner, false)?,
+            k: Linear::load(vb.pp("k"), cfg.d_model, inner, false)?,
+            v: Linear::load(vb.pp("v"), cfg.d_model, inner, false)?,
+            o: Linear::load(vb.pp("o"), inner, cfg.d_model, false)?,
             heads: cfg.num_heads,
             d_kv: cfg.d_kv,
             cache: None,
@@ -332,7 +333,7 @@ impl T5 {
             shared,
             encoder: Stack::load(vb.pp("encoder"), cfg, cfg.num_layers, false)?,
             decoder: Stack::load(vb.pp("decoder"), cfg, decoder_layers, true)?,
-            lm_head: Linear::load_panels(vb.pp("lm_head"), cfg.d_model, cfg.vocab_size, false)?,
+            lm_head: Linear::load(vb.pp("lm_head"), cfg.d_model, cfg.vocab_size, false)?,
             decoded: 0,
         })
     }
