@@ -1,5 +1,6 @@
 //! What the CPU kernels of our own share: the one-pass activations
-//! ([`crate::activation`]) and the panel product ([`crate::linear`]).
+//! ([`crate::activation`]), the panel product ([`crate::linear`]) and
+//! Chinese-CLIP's attention (`embedding::layers`).
 
 use candle_core::{CpuStorage, Layout, Result};
 
