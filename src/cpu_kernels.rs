@@ -17,6 +17,19 @@ pub(crate) fn avx2_fma() -> bool {
     }
 }
 
+/// Whether this CPU has AVX-512F, for which the panel product has a kernel
+/// of its own (the CPUs that have it have AVX2 and FMA too).
+pub(crate) fn avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The elements of an f32 tensor that lies contiguous in its storage; an
 /// error naming the kernel (`kernel`) for any other.
 pub(crate) fn contiguous_f32<'a>(
