@@ -108,8 +108,6 @@ pub enum ModelError {
     ClipOffline { repo: String },
     #[error("cannot load the weights in {0}: {1}")]
     Weights(PathBuf, Box<candle_core::Error>),
-    #[error("cannot start the poet's thread")]
-    Thread(#[source] rayon::ThreadPoolBuildError),
     #[error("the model failed while computing: {0}")]
     Compute(Box<candle_core::Error>),
     /// One failure of a batch, the answer of every request in it.

@@ -43,9 +43,6 @@ pub use request::{Candidate, LineRequest, PoemRequest, PoetChoice, Sampling};
 use crate::error::{ModelError, PoemError};
 use rules::{CharTones, Rules};
 
-/// The most candidates a batch may have to be written on the poet's one thread.
-const ONE_THREAD_ROWS: usize = 32;
-
 /// File of the training corpus's lines, beside the model's weights.
 pub const LINE_FILTER_FILE: &str = "train_lines.bloom";
 
@@ -57,31 +54,6 @@ pub struct Poet {
     rules: Rules,
     /// The character n-gram beside the weights, where there is one.
     ngram: Option<ngram::CharNgram>,
-    /// On a CPU with AVX-512, a batch of at most [`ONE_THREAD_ROWS`] candidates
-    /// is written on one thread of the poet's own: its matrices have a row per
-    /// candidate, and splitting such small products across cores cost more
-    /// than it saved. On a 2-core AMD EPYC with AVX-512 a 七绝 of 8 candidates
-    /// took 288–307 ms on one thread against 365–444 ms on two, and of 32
-    /// candidates 878–921 against 982–992 ms; but served photos in batches of
-    /// 64 candidates went at 1.27 photos/s on one thread against 1.49 on two.
-    /// With AVX2 alone (vectors half as wide) each product takes longer and
-    /// the split pays: on a 2-core AMD EPYC (Zen 3), alternating runs of 20
-    /// poems, 8 candidates took 642 / 629 / 700 ms on two threads against
-    /// 751 / 806 / 686 ms on one.
-    one_thread: Option<rayon::ThreadPool>,
-}
-
-/// Whether this CPU multiplies a few candidates' rows faster on one thread
-/// than split across cores (the measurements are at `Poet::one_thread`).
-fn small_products_want_one_thread() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        true
-    }
 }
 
 impl Poet {
@@ -110,43 +82,21 @@ impl Poet {
             );
             None
         };
-        let one_thread = if device.is_cpu() && small_products_want_one_thread() {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(1)
-                .thread_name(|_| "yingshi-poet".into())
-                .build()
-                .map_err(ModelError::Thread)?;
-            Some(pool)
-        } else {
-            None
-        };
         Ok(Self {
             model,
             tones,
             rules,
             ngram,
-            one_thread,
         })
     }
 
-    /// Runs `write` with a decoder for `rows` candidates, on the poet's own
-    /// thread where it has one and the batch is small.
-    fn decoding<T: Send>(
-        &mut self,
-        sampling: Sampling,
-        rows: usize,
-        write: impl FnOnce(decode::Decoder<'_>) -> T + Send,
-    ) -> T {
-        let decoder = decode::Decoder {
+    fn decoder(&mut self, sampling: Sampling) -> decode::Decoder<'_> {
+        decode::Decoder {
             model: &mut self.model,
             tones: &self.tones,
             rules: &self.rules,
             ngram: self.ngram.as_ref(),
             sampling,
-        };
-        match &self.one_thread {
-            Some(pool) if rows <= ONE_THREAD_ROWS => pool.install(|| write(decoder)),
-            _ => write(decoder),
         }
     }
 
@@ -157,9 +107,7 @@ impl Poet {
         request: &PoemRequest,
         sampling: Sampling,
     ) -> Result<Vec<Candidate>, PoemError> {
-        let mut candidates = self.decoding(sampling, request.candidates, |mut decoder| {
-            decoder.write(request)
-        })?;
+        let mut candidates = self.decoder(sampling).write(request)?;
         rank(&mut candidates, ScoreWeights::of_poet(sampling));
         Ok(candidates)
     }
@@ -170,9 +118,7 @@ impl Poet {
         requests: &[PoemRequest],
         sampling: Sampling,
     ) -> Vec<Result<Vec<Candidate>, PoemError>> {
-        let rows = requests.iter().map(|r| r.candidates).sum();
-        let mut answers =
-            self.decoding(sampling, rows, |mut decoder| decoder.write_batch(requests));
+        let mut answers = self.decoder(sampling).write_batch(requests);
         for candidates in answers.iter_mut().flatten() {
             rank(candidates, ScoreWeights::of_poet(sampling));
         }
@@ -185,9 +131,7 @@ impl Poet {
         request: &LineRequest,
         sampling: Sampling,
     ) -> Result<Vec<Candidate>, PoemError> {
-        let mut candidates = self.decoding(sampling, request.poem.candidates, |mut decoder| {
-            decoder.rewrite(request)
-        })?;
+        let mut candidates = self.decoder(sampling).rewrite(request)?;
         rank(&mut candidates, ScoreWeights::of_poet(sampling));
         Ok(candidates)
     }
