@@ -34,9 +34,17 @@ const TASKS_PER_THREAD: usize = 2;
 enum Weight {
     /// `Wᵀ`, `(in, out)`, contiguous.
     Transposed(Tensor),
-    /// `(⌈out / 16⌉, in, 16)`: panel `s` holds `Wᵀ`'s columns `16s..16s+16`,
-    /// the last one padded with zeros.
-    Panels { panels: Tensor, d_out: usize },
+    /// Panel `s` holds `Wᵀ`'s columns `16s..16s+16`, the last one padded
+    /// with zeros: in f32, `(⌈out / 16⌉, in, 16)`; in bf16 (where the CPU
+    /// has AVX-512 and every weight is a bf16 value, as in a checkpoint
+    /// saved in bf16), `(⌈out / 16⌉, ⌈in / 2⌉, 16, 2)`, inputs `2i` and
+    /// `2i + 1` of a column side by side in one 32-bit word, the last input
+    /// of an odd `in` paired with a zero.
+    Panels {
+        panels: Tensor,
+        d_in: usize,
+        d_out: usize,
+    },
 }
 
 /// A dense layer `x · Wᵀ + b` over the last dimension, the leading ones
@@ -48,35 +56,80 @@ pub(crate) struct Linear {
 
 impl Weight {
     /// The checkpoint's `W` `(out, in)` in the layout its products want:
-    /// panels for the kernel of our own where it runs (a CPU with AVX2 and
-    /// FMA, f32), `Wᵀ` for gemm elsewhere. Either is one copy of `W`.
+    /// panels for the kernels of our own where they run (a CPU with AVX2 and
+    /// FMA, f32), `Wᵀ` for gemm elsewhere. Either is one copy of `W`; panels
+    /// in bf16 half of one, with the same products to the bit, as each
+    /// weight converts back to the same f32.
     fn new(weight: &Tensor) -> Result<Self> {
         if !(weight.device().is_cpu() && weight.dtype() == DType::F32 && avx2_fma()) {
             return Ok(Self::Transposed(weight.t()?.contiguous()?));
         }
         let (d_out, d_in) = weight.dims2()?;
-        let strips = d_out.div_ceil(PANEL);
-        let panels = weight
-            .pad_with_zeros(0, 0, strips * PANEL - d_out)?
-            .reshape((strips, PANEL, d_in))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        Ok(Self::Panels { panels, d_out })
+        let panels = f32_panels(weight)?;
+        let panels = if avx512f() && all_bf16(&panels)? {
+            panels
+                .pad_with_zeros(1, 0, d_in % 2)?
+                .reshape((panels.dim(0)?, d_in.div_ceil(2), 2, PANEL))?
+                .transpose(2, 3)?
+                .contiguous()?
+                .to_dtype(DType::BF16)?
+        } else {
+            panels
+        };
+        Ok(Self::Panels {
+            panels,
+            d_in,
+            d_out,
+        })
     }
 
-    /// `W`, `(out, in)`.
+    /// `W`, `(out, in)`, in f32.
     fn weight(&self) -> Result<Tensor> {
         match self {
             Self::Transposed(weight_t) => weight_t.t(),
-            Self::Panels { panels, d_out } => {
-                let (strips, d_in, _) = panels.dims3()?;
+            Self::Panels {
+                panels,
+                d_in,
+                d_out,
+            } => {
+                let strips = panels.dim(0)?;
+                let panels = match panels.dtype() {
+                    DType::BF16 => panels
+                        .to_dtype(DType::F32)?
+                        .transpose(2, 3)?
+                        .reshape((strips, d_in.next_multiple_of(2), PANEL))?
+                        .narrow(1, 0, *d_in)?,
+                    _ => panels.clone(),
+                };
                 panels
                     .transpose(1, 2)?
-                    .reshape((strips * PANEL, d_in))?
+                    .reshape((strips * PANEL, *d_in))?
                     .narrow(0, 0, *d_out)
             }
         }
     }
+}
+
+/// `W` `(out, in)` in f32 panels ([`Weight::Panels`]).
+fn f32_panels(weight: &Tensor) -> Result<Tensor> {
+    let (d_out, d_in) = weight.dims2()?;
+    let strips = d_out.div_ceil(PANEL);
+    weight
+        .pad_with_zeros(0, 0, strips * PANEL - d_out)?
+        .reshape((strips, PANEL, d_in))?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
+/// Whether every element of a contiguous f32 tensor is a bf16 value (its low
+/// 16 bits zero), so that bf16 holds it exactly.
+fn all_bf16(t: &Tensor) -> Result<bool> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(storage) = &*storage else {
+        return Ok(false);
+    };
+    let values = contiguous_f32(storage, layout, "the bf16 check")?;
+    Ok(values.iter().all(|v| v.to_bits() & 0xffff == 0))
 }
 
 impl Linear {
@@ -91,7 +144,7 @@ impl Linear {
     pub(crate) fn d_in(&self) -> usize {
         match &self.weight {
             Weight::Transposed(weight_t) => weight_t.dims()[0],
-            Weight::Panels { panels, .. } => panels.dims()[1],
+            Weight::Panels { d_in, .. } => *d_in,
         }
     }
 
@@ -134,7 +187,7 @@ impl Module for Linear {
         let xs = xs.reshape((rows, d_in))?;
         let (mut out, d_out) = match &self.weight {
             Weight::Transposed(weight_t) => (xs.matmul(weight_t)?, weight_t.dim(1)?),
-            Weight::Panels { panels, d_out } => (
+            Weight::Panels { panels, d_out, .. } => (
                 xs.contiguous()?
                     .apply_op2_no_bwd(panels, &PanelProduct { d_out: *d_out })?,
                 *d_out,
@@ -166,34 +219,82 @@ impl CustomOp2 for PanelProduct {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (rows, d_in) = l1.shape().dims2()?;
-        let (strips, panel_in, width) = l2.shape().dims3()?;
-        if (strips, panel_in, width) != (self.d_out.div_ceil(PANEL), d_in, PANEL) || d_in == 0 {
+        let strips = self.d_out.div_ceil(PANEL);
+        let panels_shape: Shape = match s2 {
+            CpuStorage::BF16(_) => (strips, d_in.div_ceil(2), PANEL, 2).into(),
+            _ => (strips, d_in, PANEL).into(),
+        };
+        if l2.shape() != &panels_shape || d_in == 0 {
             candle_core::bail!(
-                "({rows}, {d_in}) times {strips} panels ({panel_in}, {width}) for {} outputs",
+                "({rows}, {d_in}) times panels {:?} for {} outputs",
+                l2.shape(),
                 self.d_out
             );
         }
         if rows == 0 {
             return Ok((CpuStorage::F32(Vec::new()), Shape::from((0, self.d_out))));
         }
-        let (x, panels) = (
-            contiguous_f32(s1, l1, "panel product")?,
-            contiguous_f32(s2, l2, "panel product's weight")?,
-        );
+        let x = contiguous_f32(s1, l1, "panel product")?;
+        let panels = match (s2, l2.contiguous_offsets()) {
+            (CpuStorage::BF16(data), Some((start, end))) => {
+                let data = &data[start..end];
+                // SAFETY: bf16 is a u16 in memory (`repr(transparent)`).
+                Panels::Bf16(unsafe {
+                    std::slice::from_raw_parts(data.as_ptr().cast(), data.len())
+                })
+            }
+            (CpuStorage::BF16(_), None) => candle_core::bail!("panel product of strided panels"),
+            _ => Panels::F32(contiguous_f32(s2, l2, "panel product's weight")?),
+        };
         let mut out = vec![0f32; rows * self.d_out];
         let per_task = strips.div_ceil(TASKS_PER_THREAD * rayon::current_num_threads());
         let shared = SharedOutput(out.as_mut_ptr());
-        panels
-            .par_chunks(d_in * PANEL * per_task)
-            .enumerate()
-            .for_each(|(task, panels)| {
-                let columns =
-                    task * PANEL * per_task..self.d_out.min((task + 1) * PANEL * per_task);
-                // SAFETY: the tasks' column ranges do not overlap, and each
-                // lies within the output's `d_out` columns.
+        (0..strips.div_ceil(per_task))
+            .into_par_iter()
+            .for_each(|task| {
+                let first = task * per_task;
+                let count = per_task.min(strips - first);
+                let columns = first * PANEL..self.d_out.min((first + count) * PANEL);
+                let panels = panels.of(first..first + count, d_in);
+                // SAFETY: the tasks' column ranges do not overlap, and each lies
+                // within the output's `d_out` columns.
                 unsafe { multiply_panels(x, rows, d_in, panels, &shared, self.d_out, columns) }
             });
         Ok((CpuStorage::F32(out), Shape::from((rows, self.d_out))))
+    }
+}
+
+/// The elements of some whole panels, in either dtype ([`Weight::Panels`]).
+#[derive(Clone, Copy)]
+enum Panels<'a> {
+    F32(&'a [f32]),
+    /// bf16 values as their bits.
+    Bf16(&'a [u16]),
+}
+
+impl<'a> Panels<'a> {
+    /// Elements in one panel of `d_in` inputs.
+    fn panel_len(self, d_in: usize) -> usize {
+        match self {
+            Self::F32(_) => d_in * PANEL,
+            Self::Bf16(_) => d_in.next_multiple_of(2) * PANEL,
+        }
+    }
+
+    fn len(self) -> usize {
+        match self {
+            Self::F32(p) => p.len(),
+            Self::Bf16(p) => p.len(),
+        }
+    }
+
+    /// Panels `range` of these.
+    fn of(self, range: std::ops::Range<usize>, d_in: usize) -> Self {
+        let n = self.panel_len(d_in);
+        match self {
+            Self::F32(p) => Self::F32(&p[range.start * n..range.end * n]),
+            Self::Bf16(p) => Self::Bf16(&p[range.start * n..range.end * n]),
+        }
     }
 }
 
@@ -206,13 +307,13 @@ unsafe fn multiply_panels(
     x: &[f32],
     rows: usize,
     d_in: usize,
-    panels: &[f32],
+    panels: Panels,
     out: &SharedOutput,
     d_out: usize,
     columns: std::ops::Range<usize>,
 ) {
-    let count = panels.len() / (d_in * PANEL);
-    assert!(x.len() == rows * d_in && panels.len() == count * d_in * PANEL);
+    let count = panels.len() / panels.panel_len(d_in);
+    assert!(x.len() == rows * d_in && panels.len() == count * panels.panel_len(d_in));
     assert!(
         columns.end <= d_out
             && columns.len() > PANEL * (count - 1)
@@ -227,7 +328,7 @@ unsafe fn multiply_panels(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
+    if let (Panels::F32(panels), true) = (panels, avx2_fma()) {
         // SAFETY: the CPU has AVX2 and FMA; the lengths were checked above.
         unsafe { avx2::multiply_panels(x, rows, d_in, panels, count, out.0, d_out, columns.start) };
         return;
@@ -336,15 +437,19 @@ mod avx2 {
 }
 
 /// The panel product with AVX-512: a panel's row is one 16-float vector, and
-/// with 32 registers a tile holds twelve rows of two panels.
+/// with 32 registers a tile holds twelve rows of two panels. Panels in bf16
+/// become f32 in registers: a 32-bit word holds two inputs' weights, the
+/// first in its low half (shifted up, it is that weight in f32) and the
+/// second in its high half (masked, likewise).
 ///
 /// Each sum is taken over the inputs in the same order, by the same fused
-/// multiply-adds, as in [`avx2`]: the two give the same bits.
+/// multiply-adds, as in [`avx2`]: the two give the same bits, and so do
+/// panels in bf16 and the same weights in f32.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::PANEL;
+    use super::{Panels, PANEL};
 
     const _: () = assert!(PANEL == 16);
 
@@ -354,13 +459,14 @@ mod avx512 {
     /// As in [`super::avx2`]: a block of rows stays in L2 through every panel.
     const ROWS_PER_BLOCK: usize = 96;
 
-    type Tile = unsafe fn(*const f32, usize, *const f32, *mut f32, usize, usize);
+    /// A tile's kernel: `(x, d_in, first panel, out, d_out, columns)`.
+    type Tile = unsafe fn(*const f32, usize, *const u8, *mut f32, usize, usize);
 
     /// [`super::multiply_panels`] from column `first` on.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `x` holds `rows × d_in`, `panels`
-    /// `count × d_in × 16`, `out` `rows × d_out`, and `first + 16·count`
+    /// The CPU has AVX-512F; `x` holds `rows × d_in`, `panels` `count`
+    /// panels of `d_in` inputs, `out` `rows × d_out`, and `first + 16·count`
     /// passes `d_out` by less than a panel.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
@@ -368,32 +474,36 @@ mod avx512 {
         x: &[f32],
         rows: usize,
         d_in: usize,
-        panels: &[f32],
+        panels: Panels,
         count: usize,
         out: *mut f32,
         d_out: usize,
         first: usize,
     ) {
+        let (base, panel_bytes): (*const u8, _) = match panels {
+            Panels::F32(p) => (p.as_ptr().cast(), 4 * panels.panel_len(d_in)),
+            Panels::Bf16(p) => (p.as_ptr().cast(), 2 * panels.panel_len(d_in)),
+        };
         for first_row in (0..rows).step_by(ROWS_PER_BLOCK) {
             let end = (first_row + ROWS_PER_BLOCK).min(rows);
             let mut s = 0;
             while s < count {
                 let pair = count - s >= 2;
-                let panel = panels.as_ptr().add(s * d_in * PANEL);
                 let column = first + s * PANEL;
                 let columns = (d_out - column).min(if pair { 2 * PANEL } else { PANEL });
                 let mut r = first_row;
                 while r < end {
                     let tile_rows = (end - r).min(TILE_ROWS);
-                    let tile = if pair {
-                        tile_of::<2>(tile_rows)
-                    } else {
-                        tile_of::<1>(tile_rows)
+                    let tile = match (panels, pair) {
+                        (Panels::F32(_), true) => tile_of::<false, 2>(tile_rows),
+                        (Panels::F32(_), false) => tile_of::<false, 1>(tile_rows),
+                        (Panels::Bf16(_), true) => tile_of::<true, 2>(tile_rows),
+                        (Panels::Bf16(_), false) => tile_of::<true, 1>(tile_rows),
                     };
                     tile(
                         x.as_ptr().add(r * d_in),
                         d_in,
-                        panel,
+                        base.add(s * panel_bytes),
                         out.add(r * d_out + column),
                         d_out,
                         columns,
@@ -405,21 +515,22 @@ mod avx512 {
         }
     }
 
-    /// The tile of `PANELS` panels for `rows` rows (1 to [`TILE_ROWS`]).
-    fn tile_of<const PANELS: usize>(rows: usize) -> Tile {
+    /// The tile of `PANELS` panels (in bf16 or f32) for `rows` rows (1 to
+    /// [`TILE_ROWS`]).
+    fn tile_of<const BF16: bool, const PANELS: usize>(rows: usize) -> Tile {
         match rows {
-            1 => tile::<PANELS, 1>,
-            2 => tile::<PANELS, 2>,
-            3 => tile::<PANELS, 3>,
-            4 => tile::<PANELS, 4>,
-            5 => tile::<PANELS, 5>,
-            6 => tile::<PANELS, 6>,
-            7 => tile::<PANELS, 7>,
-            8 => tile::<PANELS, 8>,
-            9 => tile::<PANELS, 9>,
-            10 => tile::<PANELS, 10>,
-            11 => tile::<PANELS, 11>,
-            _ => tile::<PANELS, TILE_ROWS>,
+            1 => tile::<BF16, PANELS, 1>,
+            2 => tile::<BF16, PANELS, 2>,
+            3 => tile::<BF16, PANELS, 3>,
+            4 => tile::<BF16, PANELS, 4>,
+            5 => tile::<BF16, PANELS, 5>,
+            6 => tile::<BF16, PANELS, 6>,
+            7 => tile::<BF16, PANELS, 7>,
+            8 => tile::<BF16, PANELS, 8>,
+            9 => tile::<BF16, PANELS, 9>,
+            10 => tile::<BF16, PANELS, 10>,
+            11 => tile::<BF16, PANELS, 11>,
+            _ => tile::<BF16, PANELS, TILE_ROWS>,
         }
     }
 
@@ -427,25 +538,43 @@ mod avx512 {
     /// registers. Writes the first `columns` sums of each row (all but the
     /// padding of a last panel), the partial panel by a masked store.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const PANELS: usize, const ROWS: usize>(
+    unsafe fn tile<const BF16: bool, const PANELS: usize, const ROWS: usize>(
         x: *const f32,
         d_in: usize,
-        panel: *const f32,
+        panel: *const u8,
         out: *mut f32,
         d_out: usize,
         columns: usize,
     ) {
         let mut acc = [[_mm512_setzero_ps(); PANELS]; ROWS];
-        for p in 0..d_in {
-            let mut w = [_mm512_setzero_ps(); PANELS];
-            for (i, w) in w.iter_mut().enumerate() {
-                *w = _mm512_loadu_ps(panel.add(i * d_in * PANEL + p * PANEL));
-            }
+        let step = |acc: &mut [[__m512; PANELS]; ROWS], w: &[__m512; PANELS], p: usize| {
             for (r, acc) in acc.iter_mut().enumerate() {
                 let xv = _mm512_set1_ps(*x.add(r * d_in + p));
-                for (acc, w) in acc.iter_mut().zip(&w) {
+                for (acc, w) in acc.iter_mut().zip(w) {
                     *acc = _mm512_fmadd_ps(xv, *w, *acc);
                 }
+            }
+        };
+        if BF16 {
+            let panel = panel.cast::<u32>();
+            let pairs = d_in.div_ceil(2);
+            let high = _mm512_set1_epi32(0xffff_0000_u32 as i32);
+            for pair in 0..pairs {
+                let words: [__m512i; PANELS] = std::array::from_fn(|i| {
+                    _mm512_loadu_si512(panel.add((i * pairs + pair) * PANEL).cast())
+                });
+                let w = words.map(|w| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w)));
+                step(&mut acc, &w, 2 * pair);
+                if 2 * pair + 1 < d_in {
+                    let w = words.map(|w| _mm512_castsi512_ps(_mm512_and_si512(w, high)));
+                    step(&mut acc, &w, 2 * pair + 1);
+                }
+            }
+        } else {
+            let panel = panel.cast::<f32>();
+            for p in 0..d_in {
+                let w = std::array::from_fn(|i| _mm512_loadu_ps(panel.add((i * d_in + p) * PANEL)));
+                step(&mut acc, &w, p);
             }
         }
         for (r, acc) in acc.iter().enumerate() {
@@ -535,11 +664,9 @@ mod tests {
             return;
         }
         for (d_in, d_out) in [(384, 1024), (37, 300), (5, 7), (64, 129), (3, 40)] {
-            let (layer, ..) = layer(d_in, d_out);
-            let Weight::Panels { panels, .. } = &layer.weight else {
-                panic!("a layer in f32 on this CPU is in panels")
-            };
-            let panels = panels.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let weight = Tensor::randn(0f32, 1.0, (d_out, d_in), &Device::Cpu).unwrap();
+            let panels = f32_panels(&weight).unwrap().flatten_all().unwrap();
+            let panels = panels.to_vec1::<f32>().unwrap();
             let count = d_out.div_ceil(PANEL);
             for rows in [1, 5, 6, 7, 11, 12, 13, 97, 200] {
                 let x = Tensor::randn(0f32, 1.0, rows * d_in, &Device::Cpu)
@@ -548,7 +675,7 @@ mod tests {
                     .unwrap();
                 let [mut by_avx2, mut by_avx512] = [0, 1].map(|_| vec![f32::NAN; rows * d_out]);
                 // SAFETY: the CPU has both kernels' features; the outputs
-                // hold `rows × d_out`, the panels are the layer's.
+                // hold `rows × d_out`, the panels are `W`'s.
                 unsafe {
                     avx2::multiply_panels(
                         &x,
@@ -564,7 +691,7 @@ mod tests {
                         &x,
                         rows,
                         d_in,
-                        &panels,
+                        Panels::F32(&panels),
                         count,
                         by_avx512.as_mut_ptr(),
                         d_out,
@@ -581,6 +708,60 @@ mod tests {
                     .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "({rows}, {d_in}) × {d_out}: the kernels differ");
             }
+        }
+    }
+
+    /// A layer whose weights are all bf16 values holds them in bf16 panels
+    /// where the CPU has AVX-512, gives them back exactly, and its products
+    /// are those of the same weights in f32 panels to the bit (odd and even
+    /// input widths, a padded last panel); one weight that is not a bf16
+    /// value keeps the layer in f32.
+    #[test]
+    fn bf16_panels_give_the_f32_panels_bits() {
+        if !avx512f() {
+            eprintln!("no AVX-512 here: panels stay in f32");
+            return;
+        }
+        for (d_in, d_out) in [(384, 1024), (37, 300), (5, 7), (1, 20)] {
+            let weight = Tensor::randn(0f32, 1.0, (d_out, d_in), &Device::Cpu)
+                .and_then(|w| w.to_dtype(DType::BF16)?.to_dtype(DType::F32))
+                .unwrap();
+            let bf16 = Weight::new(&weight).unwrap();
+            assert!(
+                matches!(&bf16, Weight::Panels { panels, .. } if panels.dtype() == DType::BF16)
+            );
+            assert_eq!(largest_difference(&bf16.weight().unwrap(), &weight), 0.0);
+            let f32 = Weight::Panels {
+                panels: f32_panels(&weight).unwrap(),
+                d_in,
+                d_out,
+            };
+            let [bf16, f32] = [bf16, f32].map(|weight| Linear { weight, bias: None });
+            for rows in [1, 8, 13, 200] {
+                let xs = Tensor::randn(0f32, 1.0, (rows, d_in), &Device::Cpu).unwrap();
+                let [got, want] = [&bf16, &f32].map(|l| {
+                    l.forward(&xs)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                });
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "({rows}, {d_in}) × {d_out}: bf16 and f32 panels differ"
+                );
+            }
+            let mut values = weight.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let middle = values.len() / 2;
+            values[middle] = f32::from_bits(values[middle].to_bits() | 1);
+            let weight = Tensor::from_vec(values, (d_out, d_in), &Device::Cpu).unwrap();
+            let kept = Weight::new(&weight).unwrap();
+            assert!(matches!(&kept, Weight::Panels { panels, .. } if panels.dtype() == DType::F32));
         }
     }
 
