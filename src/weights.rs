@@ -20,8 +20,22 @@ use serde::Deserialize;
 
 /// Every tensor of one or more safetensors files (a model's shards), by name.
 pub(crate) struct SafetensorsFiles {
+    paths: Vec<PathBuf>,
     files: Vec<Mutex<File>>,
     tensors: HashMap<String, Stored>,
+}
+
+/// The rows of one `(rows, width)` tensor of a safetensors file, read from
+/// the file when asked for: a table of which a pass needs a few rows (the
+/// text tower's 21,128 words, 65 MB in f32) need not be held in memory.
+pub(crate) struct RowsInFile {
+    file: Mutex<File>,
+    start: u64,
+    stored: DType,
+    rows: usize,
+    width: usize,
+    /// The dtype rows are given in.
+    dtype: DType,
 }
 
 /// Where one tensor's bytes are.
@@ -94,16 +108,52 @@ impl SafetensorsFiles {
             }
             files.push(Mutex::new(file));
         }
-        Ok(Self { files, tensors })
+        Ok(Self {
+            paths: paths.to_vec(),
+            files,
+            tensors,
+        })
     }
 
-    fn load(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
-        let stored = self.tensors.get(name).ok_or_else(|| {
+    /// Tensor `name`, `(rows, width)`, to be read a row at a time from its
+    /// file (opened anew, so that its reads need no lock shared with
+    /// [`SafetensorsFiles`]), the rows given in `dtype`.
+    pub(crate) fn rows_in_file(
+        &self,
+        name: &str,
+        (rows, width): (usize, usize),
+        dtype: DType,
+    ) -> candle_core::Result<RowsInFile> {
+        let stored = self.stored(name)?;
+        if stored.shape != [rows, width] {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: (rows, width).into(),
+                got: stored.shape.clone().into(),
+            }
+            .bt());
+        }
+        Ok(RowsInFile {
+            file: Mutex::new(File::open(&self.paths[stored.file])?),
+            start: stored.start,
+            stored: stored.dtype,
+            rows,
+            width,
+            dtype,
+        })
+    }
+
+    fn stored(&self, name: &str) -> candle_core::Result<&Stored> {
+        self.tensors.get(name).ok_or_else(|| {
             candle_core::Error::CannotFindTensor {
                 path: name.to_owned(),
             }
             .bt()
-        })?;
+        })
+    }
+
+    fn load(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+        let stored = self.stored(name)?;
         let mut bytes = vec![0u8; stored.len];
         {
             let mut file = self.files[stored.file]
@@ -116,6 +166,26 @@ impl SafetensorsFiles {
         Tensor::from_raw_buffer(&bytes, stored.dtype, &stored.shape, &Device::Cpu)?
             .to_device(device)?
             .to_dtype(dtype)
+    }
+}
+
+impl RowsInFile {
+    /// Rows `ids`, `(ids.len(), width)`, on the CPU.
+    pub(crate) fn get(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        let row_bytes = self.width * self.stored.size_in_bytes();
+        let mut bytes = vec![0u8; ids.len() * row_bytes];
+        {
+            let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+            for (&id, row) in ids.iter().zip(bytes.chunks_exact_mut(row_bytes)) {
+                if id as usize >= self.rows {
+                    candle_core::bail!("row {id} of a table of {} rows", self.rows);
+                }
+                file.seek(SeekFrom::Start(self.start + id as u64 * row_bytes as u64))?;
+                file.read_exact(row)?;
+            }
+        }
+        Tensor::from_raw_buffer(&bytes, self.stored, &[ids.len(), self.width], &Device::Cpu)?
+            .to_dtype(self.dtype)
     }
 }
 
@@ -202,6 +272,38 @@ mod tests {
             .get((4, 3).into(), "a", Init::Const(0.), DType::F32, &dev)
             .is_err());
         assert!(files.get_unchecked("d", DType::F32, &dev).is_err());
+    }
+
+    /// Rows read from the file are the table's rows, in any order and
+    /// repeated, converted from the stored dtype; a row past the table, a
+    /// wrong shape or a missing name is an error.
+    #[test]
+    fn rows_in_file_are_the_tables_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = Device::Cpu;
+        let table = Tensor::arange(0f32, 15., &dev)
+            .unwrap()
+            .reshape((5, 3))
+            .unwrap();
+        let path = dir.path().join("t.safetensors");
+        let tensors = HashMap::from([
+            ("other", Tensor::ones(7, DType::F32, &dev).unwrap()),
+            ("table", table.to_dtype(DType::BF16).unwrap()),
+        ]);
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        let files = SafetensorsFiles::open(&[path]).unwrap();
+        let rows = files.rows_in_file("table", (5, 3), DType::F32).unwrap();
+        let got = rows.get(&[4, 0, 4, 2]).unwrap();
+        let want = table.index_select(&Tensor::new(&[4u32, 0, 4, 2], &dev).unwrap(), 0);
+        assert_eq!(got.dtype(), DType::F32);
+        assert_eq!(
+            got.to_vec2::<f32>().unwrap(),
+            want.unwrap().to_vec2::<f32>().unwrap()
+        );
+        assert_eq!(rows.get(&[]).unwrap().dims(), &[0, 3]);
+        assert!(rows.get(&[1, 5]).is_err());
+        assert!(files.rows_in_file("table", (3, 5), DType::F32).is_err());
+        assert!(files.rows_in_file("missing", (5, 3), DType::F32).is_err());
     }
 
     #[test]

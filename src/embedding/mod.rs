@@ -71,19 +71,38 @@ impl ClipModel {
         let tokenizer = config::tokenizer(dir)?;
         let preprocessor = Preprocessor::load(dir)?;
         let weights = weights_file(dir)?;
-        let stored: candle_core::Result<Box<dyn SimpleBackend>> =
-            if weights.extension().is_some_and(|e| e == "safetensors") {
-                SafetensorsFiles::open(std::slice::from_ref(&weights)).map(|s| Box::new(s) as _)
-            } else {
-                PthTensors::new(&weights, None).map(|s| Box::new(s) as _)
-            };
         let weights_error = |e| ModelError::Weights(dir.to_owned(), Box::new(e));
-        let vb = VarBuilder::from_backend(stored.map_err(weights_error)?, dtype, device.clone());
-        // The text tower first: its word table (65 MB for a ViT-B/16) is read
-        // into a buffer before it becomes a tensor, and that moment's peak stays
-        // under the final size only while the vision tower is not yet loaded.
-        let text = TextTower::load(vb.clone(), &config.text_config, config.projection_dim)
-            .map_err(weights_error)?;
+        let text_config = &config.text_config;
+        // On the CPU the word table (65 MB for a ViT-B/16) stays in a
+        // safetensors file, its rows read as texts need them.
+        let (stored, words_in_file): (Box<dyn SimpleBackend>, _) =
+            if weights.extension().is_some_and(|e| e == "safetensors") {
+                let files = SafetensorsFiles::open(std::slice::from_ref(&weights))
+                    .map_err(weights_error)?;
+                let words = device
+                    .is_cpu()
+                    .then(|| {
+                        let shape = (text_config.vocab_size, text_config.hidden_size);
+                        files.rows_in_file(text::WORD_TABLE, shape, dtype)
+                    })
+                    .transpose()
+                    .map_err(weights_error)?;
+                (Box::new(files), words)
+            } else {
+                let tensors = PthTensors::new(&weights, None).map_err(weights_error)?;
+                (Box::new(tensors), None)
+            };
+        let vb = VarBuilder::from_backend(stored, dtype, device.clone());
+        // The text tower first: a word table it holds is read into a buffer
+        // before it becomes a tensor, and that moment's peak stays under the
+        // final size only while the vision tower is not yet loaded.
+        let text = TextTower::load(
+            vb.clone(),
+            text_config,
+            config.projection_dim,
+            words_in_file,
+        )
+        .map_err(weights_error)?;
         let vision = VisionTower::load(vb, &config.vision_config, config.projection_dim)
             .map_err(weights_error)?;
         Ok(Self {

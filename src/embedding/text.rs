@@ -16,9 +16,35 @@ use candle_transformers::models::chinese_clip::text_model::ChineseClipTextConfig
 use super::layers::SelfAttention;
 use crate::activation::Activation;
 use crate::linear::Linear;
+use crate::weights::RowsInFile;
+
+/// The word table's name in the checkpoint.
+pub(super) const WORD_TABLE: &str = "text_model.embeddings.word_embeddings.weight";
+
+/// The word table: held in memory, or read a row at a time from the weights
+/// file (a pass reads a few hundred of its rows at most).
+pub(super) enum Words {
+    Held(Embedding),
+    InFile(RowsInFile),
+}
+
+impl Words {
+    /// Token ids `(batch, len)` → `(batch, len, hidden)`.
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Held(table) => table.forward(ids),
+            Self::InFile(rows) => {
+                let (batch, len) = ids.dims2()?;
+                let rows = rows.get(&ids.flatten_all()?.to_vec1::<u32>()?)?;
+                let hidden = rows.dim(1)?;
+                rows.to_device(ids.device())?.reshape((batch, len, hidden))
+            }
+        }
+    }
+}
 
 struct Embeddings {
-    words: Embedding,
+    words: Words,
     /// `(max_positions, hidden)`.
     positions: Tensor,
     /// The token type 0 row, `(hidden)`: every text is one segment.
@@ -27,13 +53,25 @@ struct Embeddings {
 }
 
 impl Embeddings {
-    fn load(vb: VarBuilder, c: &ChineseClipTextConfig) -> Result<Self> {
+    fn load(
+        vb: VarBuilder,
+        c: &ChineseClipTextConfig,
+        words_in_file: Option<RowsInFile>,
+    ) -> Result<Self> {
+        let words = match words_in_file {
+            Some(rows) => Words::InFile(rows),
+            None => Words::Held(embedding(
+                c.vocab_size,
+                c.hidden_size,
+                vb.pp("word_embeddings"),
+            )?),
+        };
         let types = vb.get(
             (c.type_vocab_size, c.hidden_size),
             "token_type_embeddings.weight",
         )?;
         Ok(Self {
-            words: embedding(c.vocab_size, c.hidden_size, vb.pp("word_embeddings"))?,
+            words,
             positions: vb.get(
                 (c.max_position_embeddings, c.hidden_size),
                 "position_embeddings.weight",
@@ -104,18 +142,21 @@ pub(super) struct TextTower {
 }
 
 impl TextTower {
-    /// `vb` at the model's root (`text_model.*`, `text_projection.*`).
+    /// `vb` at the model's root (`text_model.*`, `text_projection.*`); the
+    /// word table from `vb` unless it is read from the file
+    /// ([`WORD_TABLE`]).
     pub(super) fn load(
         vb: VarBuilder,
         c: &ChineseClipTextConfig,
         projection_dim: usize,
+        words_in_file: Option<RowsInFile>,
     ) -> Result<Self> {
         let model = vb.pp("text_model");
         let layers = (0..c.num_hidden_layers)
             .map(|i| Layer::load(model.pp("encoder.layer").pp(i.to_string()), c))
             .collect::<Result<_>>()?;
         Ok(Self {
-            embeddings: Embeddings::load(model.pp("embeddings"), c)?,
+            embeddings: Embeddings::load(model.pp("embeddings"), c, words_in_file)?,
             layers,
             projection: Linear::load(
                 vb.pp("text_projection"),
