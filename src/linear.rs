@@ -4,7 +4,7 @@
 //! batch go through as one `(rows, in)` matrix, where candle's `Linear`
 //! broadcasts the weight over the batch and repacks it for every row (8× the
 //! work at a batch of 8).
-//! - On CPUs with AVX2 and FMA, in f32: panels of 16 columns
+//! - On CPUs with AVX2 and FMA, for weights in f32: panels of 16 columns
 //!   (`Wᵀ[:, 16s..16s+16]` one after another), which a kernel of our own
 //!   reads where they lie. gemm packs its right-hand side into a scratch
 //!   copy on every call: with the poet's decoder (a row per candidate) that
@@ -13,8 +13,11 @@
 //!   Chinese-CLIP's products (197 to 1,576 rows) the kernel measured even
 //!   with gemm or a little ahead, so both models hold one layout. Where
 //!   the CPU has AVX-512 a kernel of vectors twice as wide takes over, with
-//!   the same sums to the bit.
-//! - Elsewhere (a GPU, bf16, other CPUs): `Wᵀ`, contiguous, for gemm, where
+//!   the same sums to the bit, and a layer whose every weight is a bf16
+//!   value (the poet's checkpoint is saved in bf16) holds its panels in
+//!   bf16: half the bytes to read and hold, the same sums.
+//! - Elsewhere (a GPU, a model loaded in bf16, other CPUs): `Wᵀ`,
+//!   contiguous, for gemm, where
 //!   `x · Wᵀ` of the checkpoint's `W` would pack a transposed matrix afresh
 //!   on every call.
 
@@ -24,7 +27,7 @@ use rayon::prelude::*;
 
 use crate::cpu_kernels::{avx2_fma, avx512f, contiguous_f32, SharedOutput};
 
-/// Columns in a panel: two AVX vectors.
+/// Columns in a panel: two AVX2 vectors, one AVX-512 vector.
 const PANEL: usize = 16;
 /// Parallel tasks per thread in a product: two, so that a thread that
 /// finishes early takes another (a product of 24 panels in tasks of 8 had
@@ -70,9 +73,9 @@ impl Weight {
             panels
                 .pad_with_zeros(1, 0, d_in % 2)?
                 .reshape((panels.dim(0)?, d_in.div_ceil(2), 2, PANEL))?
+                .to_dtype(DType::BF16)?
                 .transpose(2, 3)?
                 .contiguous()?
-                .to_dtype(DType::BF16)?
         } else {
             panels
         };
@@ -239,15 +242,19 @@ impl CustomOp2 for PanelProduct {
             (CpuStorage::BF16(data), Some((start, end))) => {
                 let data = &data[start..end];
                 // SAFETY: bf16 is a u16 in memory (`repr(transparent)`).
-                Panels::Bf16(unsafe {
+                PanelElements::Bf16(unsafe {
                     std::slice::from_raw_parts(data.as_ptr().cast(), data.len())
                 })
             }
             (CpuStorage::BF16(_), None) => candle_core::bail!("panel product of strided panels"),
-            _ => Panels::F32(contiguous_f32(s2, l2, "panel product's weight")?),
+            _ => PanelElements::F32(contiguous_f32(s2, l2, "panel product's weight")?),
         };
         let mut out = vec![0f32; rows * self.d_out];
-        let per_task = strips.div_ceil(TASKS_PER_THREAD * rayon::current_num_threads());
+        // An even count, so that no task ends on a lone panel where the
+        // AVX-512 kernel would take two.
+        let per_task = strips
+            .div_ceil(TASKS_PER_THREAD * rayon::current_num_threads())
+            .next_multiple_of(2);
         let shared = SharedOutput(out.as_mut_ptr());
         (0..strips.div_ceil(per_task))
             .into_par_iter()
@@ -266,13 +273,13 @@ impl CustomOp2 for PanelProduct {
 
 /// The elements of some whole panels, in either dtype ([`Weight::Panels`]).
 #[derive(Clone, Copy)]
-enum Panels<'a> {
+enum PanelElements<'a> {
     F32(&'a [f32]),
     /// bf16 values as their bits.
     Bf16(&'a [u16]),
 }
 
-impl<'a> Panels<'a> {
+impl<'a> PanelElements<'a> {
     /// Elements in one panel of `d_in` inputs.
     fn panel_len(self, d_in: usize) -> usize {
         match self {
@@ -307,7 +314,7 @@ unsafe fn multiply_panels(
     x: &[f32],
     rows: usize,
     d_in: usize,
-    panels: Panels,
+    panels: PanelElements,
     out: &SharedOutput,
     d_out: usize,
     columns: std::ops::Range<usize>,
@@ -328,7 +335,7 @@ unsafe fn multiply_panels(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if let (Panels::F32(panels), true) = (panels, avx2_fma()) {
+    if let (PanelElements::F32(panels), true) = (panels, avx2_fma()) {
         // SAFETY: the CPU has AVX2 and FMA; the lengths were checked above.
         unsafe { avx2::multiply_panels(x, rows, d_in, panels, count, out.0, d_out, columns.start) };
         return;
@@ -449,7 +456,7 @@ mod avx2 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Panels, PANEL};
+    use super::{PanelElements, PANEL};
 
     const _: () = assert!(PANEL == 16);
 
@@ -474,15 +481,15 @@ mod avx512 {
         x: &[f32],
         rows: usize,
         d_in: usize,
-        panels: Panels,
+        panels: PanelElements,
         count: usize,
         out: *mut f32,
         d_out: usize,
         first: usize,
     ) {
         let (base, panel_bytes): (*const u8, _) = match panels {
-            Panels::F32(p) => (p.as_ptr().cast(), 4 * panels.panel_len(d_in)),
-            Panels::Bf16(p) => (p.as_ptr().cast(), 2 * panels.panel_len(d_in)),
+            PanelElements::F32(p) => (p.as_ptr().cast(), 4 * panels.panel_len(d_in)),
+            PanelElements::Bf16(p) => (p.as_ptr().cast(), 2 * panels.panel_len(d_in)),
         };
         for first_row in (0..rows).step_by(ROWS_PER_BLOCK) {
             let end = (first_row + ROWS_PER_BLOCK).min(rows);
@@ -495,10 +502,10 @@ mod avx512 {
                 while r < end {
                     let tile_rows = (end - r).min(TILE_ROWS);
                     let tile = match (panels, pair) {
-                        (Panels::F32(_), true) => tile_of::<false, 2>(tile_rows),
-                        (Panels::F32(_), false) => tile_of::<false, 1>(tile_rows),
-                        (Panels::Bf16(_), true) => tile_of::<true, 2>(tile_rows),
-                        (Panels::Bf16(_), false) => tile_of::<true, 1>(tile_rows),
+                        (PanelElements::F32(_), true) => tile_of::<false, 2>(tile_rows),
+                        (PanelElements::F32(_), false) => tile_of::<false, 1>(tile_rows),
+                        (PanelElements::Bf16(_), true) => tile_of::<true, 2>(tile_rows),
+                        (PanelElements::Bf16(_), false) => tile_of::<true, 1>(tile_rows),
                     };
                     tile(
                         x.as_ptr().add(r * d_in),
@@ -580,9 +587,9 @@ mod avx512 {
         for (r, acc) in acc.iter().enumerate() {
             let row = out.add(r * d_out);
             for (i, acc) in acc.iter().enumerate() {
-                match columns.saturating_sub(i * PANEL).min(PANEL) {
-                    PANEL => _mm512_storeu_ps(row.add(i * PANEL), *acc),
-                    0 => {}
+                // At least one column: a pair's second panel is never all padding.
+                match columns - i * PANEL {
+                    n if n >= PANEL => _mm512_storeu_ps(row.add(i * PANEL), *acc),
                     n => _mm512_mask_storeu_ps(row.add(i * PANEL), (1u16 << n) - 1, *acc),
                 }
             }
@@ -663,7 +670,16 @@ mod tests {
             eprintln!("no AVX-512 here: one kernel, nothing to compare");
             return;
         }
-        for (d_in, d_out) in [(384, 1024), (37, 300), (5, 7), (64, 129), (3, 40)] {
+        // 20 and 60 outputs: a pair whose second panel is partly padding.
+        for (d_in, d_out) in [
+            (384, 1024),
+            (37, 300),
+            (5, 7),
+            (64, 129),
+            (3, 40),
+            (7, 20),
+            (64, 60),
+        ] {
             let weight = Tensor::randn(0f32, 1.0, (d_out, d_in), &Device::Cpu).unwrap();
             let panels = f32_panels(&weight).unwrap().flatten_all().unwrap();
             let panels = panels.to_vec1::<f32>().unwrap();
@@ -691,7 +707,7 @@ mod tests {
                         &x,
                         rows,
                         d_in,
-                        Panels::F32(&panels),
+                        PanelElements::F32(&panels),
                         count,
                         by_avx512.as_mut_ptr(),
                         d_out,

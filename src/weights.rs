@@ -20,7 +20,8 @@ use serde::Deserialize;
 
 /// Every tensor of one or more safetensors files (a model's shards), by name.
 pub(crate) struct SafetensorsFiles {
-    paths: Vec<PathBuf>,
+    /// Each file's path and its length when its header was read.
+    paths: Vec<(PathBuf, u64)>,
     files: Vec<Mutex<File>>,
     tensors: HashMap<String, Stored>,
 }
@@ -29,6 +30,7 @@ pub(crate) struct SafetensorsFiles {
 /// the file when asked for: a table of which a pass needs a few rows (the
 /// text tower's 21,128 words, 65 MB in f32) need not be held in memory.
 pub(crate) struct RowsInFile {
+    path: PathBuf,
     file: Mutex<File>,
     start: u64,
     stored: DType,
@@ -60,6 +62,7 @@ impl SafetensorsFiles {
     /// Reads the headers of `paths`; the tensors are read when asked for.
     pub(crate) fn open(paths: &[PathBuf]) -> candle_core::Result<Self> {
         let mut files = Vec::with_capacity(paths.len());
+        let mut lens = Vec::with_capacity(paths.len());
         let mut tensors = HashMap::new();
         for (index, path) in paths.iter().enumerate() {
             let mut file = File::open(path)?;
@@ -107,17 +110,19 @@ impl SafetensorsFiles {
                 );
             }
             files.push(Mutex::new(file));
+            lens.push(file_len);
         }
         Ok(Self {
-            paths: paths.to_vec(),
+            paths: paths.iter().cloned().zip(lens).collect(),
             files,
             tensors,
         })
     }
 
     /// Tensor `name`, `(rows, width)`, to be read a row at a time from its
-    /// file (opened anew, so that its reads need no lock shared with
-    /// [`SafetensorsFiles`]), the rows given in `dtype`.
+    /// file, the rows given in `dtype`. The file is opened anew, so that its
+    /// reads and [`SafetensorsFiles`]'s never share a file offset, and must
+    /// still have the length its header was checked against.
     pub(crate) fn rows_in_file(
         &self,
         name: &str,
@@ -133,8 +138,14 @@ impl SafetensorsFiles {
             }
             .bt());
         }
+        let (path, len) = &self.paths[stored.file];
+        let file = File::open(path)?;
+        if file.metadata()?.len() != *len {
+            return Err(bad(path, "it changed while the model loaded"));
+        }
         Ok(RowsInFile {
-            file: Mutex::new(File::open(&self.paths[stored.file])?),
+            path: path.clone(),
+            file: Mutex::new(file),
             start: stored.start,
             stored: stored.dtype,
             rows,
@@ -180,8 +191,14 @@ impl RowsInFile {
                 if id as usize >= self.rows {
                     candle_core::bail!("row {id} of a table of {} rows", self.rows);
                 }
-                file.seek(SeekFrom::Start(self.start + id as u64 * row_bytes as u64))?;
-                file.read_exact(row)?;
+                file.seek(SeekFrom::Start(self.start + id as u64 * row_bytes as u64))
+                    .and_then(|_| file.read_exact(row))
+                    .map_err(|e| {
+                        candle_core::Error::Msg(format!(
+                            "cannot read row {id} from {}: {e}",
+                            self.path.display()
+                        ))
+                    })?;
             }
         }
         Tensor::from_raw_buffer(&bytes, self.stored, &[ids.len(), self.width], &Device::Cpu)?

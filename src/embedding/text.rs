@@ -23,7 +23,7 @@ pub(super) const WORD_TABLE: &str = "text_model.embeddings.word_embeddings.weigh
 
 /// The word table: held in memory, or read a row at a time from the weights
 /// file (a pass reads a few hundred of its rows at most).
-pub(super) enum Words {
+enum Words {
     Held(Embedding),
     InFile(RowsInFile),
 }
