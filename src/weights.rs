@@ -20,10 +20,16 @@ use serde::Deserialize;
 
 /// Every tensor of one or more safetensors files (a model's shards), by name.
 pub(crate) struct SafetensorsFiles {
-    /// Each file's path and its length when its header was read.
-    paths: Vec<(PathBuf, u64)>,
-    files: Vec<Mutex<File>>,
+    files: Vec<OpenFile>,
     tensors: HashMap<String, Stored>,
+}
+
+/// One file of a model's, as its header was read.
+struct OpenFile {
+    path: PathBuf,
+    /// Its length then.
+    len: u64,
+    file: Mutex<File>,
 }
 
 /// The rows of one `(rows, width)` tensor of a safetensors file, read from
@@ -62,7 +68,6 @@ impl SafetensorsFiles {
     /// Reads the headers of `paths`; the tensors are read when asked for.
     pub(crate) fn open(paths: &[PathBuf]) -> candle_core::Result<Self> {
         let mut files = Vec::with_capacity(paths.len());
-        let mut lens = Vec::with_capacity(paths.len());
         let mut tensors = HashMap::new();
         for (index, path) in paths.iter().enumerate() {
             let mut file = File::open(path)?;
@@ -109,14 +114,13 @@ impl SafetensorsFiles {
                     },
                 );
             }
-            files.push(Mutex::new(file));
-            lens.push(file_len);
+            files.push(OpenFile {
+                path: path.clone(),
+                len: file_len,
+                file: Mutex::new(file),
+            });
         }
-        Ok(Self {
-            paths: paths.iter().cloned().zip(lens).collect(),
-            files,
-            tensors,
-        })
+        Ok(Self { files, tensors })
     }
 
     /// Tensor `name`, `(rows, width)`, to be read a row at a time from its
@@ -129,19 +133,11 @@ impl SafetensorsFiles {
         (rows, width): (usize, usize),
         dtype: DType,
     ) -> candle_core::Result<RowsInFile> {
-        let stored = self.stored(name)?;
-        if stored.shape != [rows, width] {
-            return Err(candle_core::Error::UnexpectedShape {
-                msg: format!("shape mismatch for {name}"),
-                expected: (rows, width).into(),
-                got: stored.shape.clone().into(),
-            }
-            .bt());
-        }
-        let (path, len) = &self.paths[stored.file];
+        let stored = self.stored_with_shape(name, &(rows, width).into())?;
+        let OpenFile { path, len, .. } = &self.files[stored.file];
         let file = File::open(path)?;
         if file.metadata()?.len() != *len {
-            return Err(bad(path, "it changed while the model loaded"));
+            candle_core::bail!("{} changed while the model loaded", path.display());
         }
         Ok(RowsInFile {
             path: path.clone(),
@@ -163,11 +159,25 @@ impl SafetensorsFiles {
         })
     }
 
-    fn load(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    /// Tensor `name`'s place, checked to have `shape` before anything is read.
+    fn stored_with_shape(&self, name: &str, shape: &Shape) -> candle_core::Result<&Stored> {
         let stored = self.stored(name)?;
+        if stored.shape != shape.dims() {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: shape.clone(),
+                got: stored.shape.clone().into(),
+            }
+            .bt());
+        }
+        Ok(stored)
+    }
+
+    fn load(&self, stored: &Stored, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
         let mut bytes = vec![0u8; stored.len];
         {
             let mut file = self.files[stored.file]
+                .file
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             file.seek(SeekFrom::Start(stored.start))?;
@@ -222,16 +232,7 @@ impl SimpleBackend for SafetensorsFiles {
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<Tensor> {
-        let tensor = self.load(name, dtype, device)?;
-        if tensor.shape() != &shape {
-            return Err(candle_core::Error::UnexpectedShape {
-                msg: format!("shape mismatch for {name}"),
-                expected: shape,
-                got: tensor.shape().clone(),
-            }
-            .bt());
-        }
-        Ok(tensor)
+        self.load(self.stored_with_shape(name, &shape)?, dtype, device)
     }
 
     fn get_unchecked(
@@ -240,7 +241,7 @@ impl SimpleBackend for SafetensorsFiles {
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<Tensor> {
-        self.load(name, dtype, device)
+        self.load(self.stored(name)?, dtype, device)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
