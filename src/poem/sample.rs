@@ -48,25 +48,22 @@ pub(crate) fn sample(
     // Only the heaviest few are put in order unless the nucleus reaches past
     // them: ordering every allowed token (thousands) for every row at every
     // step was most of the sampling's time.
-    let mut ordered = probs.len().min(NUCLEUS_GUESS);
+    let ordered = probs.len().min(NUCLEUS_GUESS);
     if ordered < probs.len() {
         probs.select_nth_unstable_by(ordered - 1, heaviest_first);
     }
     probs[..ordered].sort_unstable_by(heaviest_first);
     let mut kept = 0.0;
     let mut cut = probs.len();
-    let mut i = 0;
-    while i < probs.len() {
+    for i in 0..probs.len() {
         if i == ordered {
             probs[ordered..].sort_unstable_by(heaviest_first);
-            ordered = probs.len();
         }
         kept += probs[i].2 / total;
         if kept >= sampling.top_p {
             cut = i + 1;
             break;
         }
-        i += 1;
     }
     probs.truncate(cut);
     let mass: f64 = probs.iter().map(|p| p.2).sum();
