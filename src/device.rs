@@ -54,6 +54,24 @@ pub fn cpu_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// Runs `work` on a thread of rayon's pool, the pool the models' parallel
+/// products and element-wise passes split their work over, and returns its
+/// result. From a thread outside the pool every parallel pass hands its
+/// tasks over, wakes the pool's threads and sleeps until they finish: three
+/// threads taking turns on the cores, with a sleep and a wake-up per matrix
+/// product (a decoder step has 55). On a pool thread the caller does its
+/// share and only the others wake. A model's call from the pool runs in
+/// place. Intel Xeon, 2 threads, a 七绝 of 8 candidates, alternating: 213 /
+/// 220 / 211 ms from the pool against 253 / 268 / 260 ms from outside.
+///
+/// Not for work that waits on other threads (the chat LLM's engine): a pool
+/// thread that waits is one fewer for the products of the thread it waits on.
+pub(crate) fn on_cpu_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    // `rayon::scope` runs its closure on a pool thread, handing it over from
+    // outside the pool; the scope itself spawns nothing.
+    rayon::scope(|_| work())
+}
+
 /// `models.device` as written: checked without touching a GPU, so that
 /// validating the settings sets nothing up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

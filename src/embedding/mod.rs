@@ -35,6 +35,7 @@ use vision::VisionTower;
 pub(crate) use hub::NEEDED_FILES;
 pub(crate) use hub::{locate, ClipSource};
 
+use crate::device::on_cpu_pool;
 use crate::error::{ModelError, PhotoError};
 use crate::photo::Preprocessor;
 
@@ -128,7 +129,7 @@ impl ClipModel {
     /// as `get_image_features` returns them (not normalised), in f32.
     pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {
         let pixels = pixels.to_device(&self.device)?.to_dtype(self.dtype)?;
-        Ok(self.vision.forward(&pixels)?.to_dtype(DType::F32)?)
+        Ok(on_cpu_pool(|| self.vision.forward(&pixels))?.to_dtype(DType::F32)?)
     }
 
     /// Normalised features of a batch of decoded photos.
@@ -190,7 +191,7 @@ impl ClipModel {
             }
             let input = Tensor::from_vec(flat, (ids.len(), len), &self.device)?;
             let mask = Tensor::from_vec(mask, (ids.len(), len), &self.device)?;
-            out.push(self.text.forward(&input, &mask)?.to_dtype(DType::F32)?);
+            out.push(on_cpu_pool(|| self.text.forward(&input, &mask))?.to_dtype(DType::F32)?);
         }
         Ok(Tensor::cat(&out, 0)?)
     }

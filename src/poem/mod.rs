@@ -34,6 +34,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 
+use crate::device::on_cpu_pool;
+
 pub use form::Form;
 #[cfg(feature = "llm")]
 pub use llm::{LlmPoet, LlmSpec};
@@ -107,7 +109,7 @@ impl Poet {
         request: &PoemRequest,
         sampling: Sampling,
     ) -> Result<Vec<Candidate>, PoemError> {
-        let mut candidates = self.decoder(sampling).write(request)?;
+        let mut candidates = on_cpu_pool(|| self.decoder(sampling).write(request))?;
         rank(&mut candidates, ScoreWeights::of_poet(sampling));
         Ok(candidates)
     }
@@ -118,7 +120,7 @@ impl Poet {
         requests: &[PoemRequest],
         sampling: Sampling,
     ) -> Vec<Result<Vec<Candidate>, PoemError>> {
-        let mut answers = self.decoder(sampling).write_batch(requests);
+        let mut answers = on_cpu_pool(|| self.decoder(sampling).write_batch(requests));
         for candidates in answers.iter_mut().flatten() {
             rank(candidates, ScoreWeights::of_poet(sampling));
         }
@@ -131,7 +133,7 @@ impl Poet {
         request: &LineRequest,
         sampling: Sampling,
     ) -> Result<Vec<Candidate>, PoemError> {
-        let mut candidates = self.decoder(sampling).rewrite(request)?;
+        let mut candidates = on_cpu_pool(|| self.decoder(sampling).rewrite(request))?;
         rank(&mut candidates, ScoreWeights::of_poet(sampling));
         Ok(candidates)
     }
