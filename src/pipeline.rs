@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::device::Placement;
-use crate::embedding::{self, ClipModel, ClipSource};
+use crate::embedding::{self, ClipModel, ClipSource, ProductPrecision};
 use crate::error::{Error, LlmError, PoemError};
 use crate::keywords::{dot, EmbeddingCache, KeywordIndex, KeywordList, Scored, Vocabulary};
 use crate::photo::{self, PhotoLimits};
@@ -482,7 +482,10 @@ impl Pipeline {
     }
 
     /// Gives photo poems' candidates their poem–photo similarity (all poems'
-    /// texts embedded together) and ranks them again with it.
+    /// texts embedded together) and ranks them again with it. The poems'
+    /// features may take their products in bf16 ([`ProductPrecision`]): the
+    /// similarity only orders a photo's candidates, and the keywords' own
+    /// scores stay in f32.
     fn rerank_by_photo(&self, finished: &mut [(usize, PoemResult, Option<Vec<f32>>)]) {
         let Some(matcher) = &self.matcher else {
             return;
@@ -495,7 +498,10 @@ impl Pipeline {
         if texts.is_empty() {
             return;
         }
-        let features = match matcher.clip.embed_texts(&texts) {
+        let features = match matcher
+            .clip
+            .embed_texts_in(&texts, ProductPrecision::Bf16OnTiles)
+        {
             Ok(features) => features,
             Err(e) => {
                 // The poems stand as the poet ranked them.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use common::{max_abs_diff, min_cosine, placement, scale, tolerance};
 use serde::Deserialize;
-use yingshi::embedding::ClipModel;
+use yingshi::embedding::{ClipModel, ProductPrecision};
 use yingshi::photo::{self, PhotoLimits};
 
 #[derive(Deserialize)]
@@ -153,6 +153,24 @@ fn text_features_equal_reference() {
         let diff = max_abs_diff(ours, expected);
         let limit = tolerance(placement().dtype) * scale(expected);
         assert!(diff <= limit, "{text}: max |Δ| {diff} > {limit}");
+    }
+}
+
+#[test]
+fn text_features_with_bf16_products_stay_near_the_reference() {
+    // The poems' side of the rerank: on a CPU with AMX tiles the text
+    // tower's products round their inputs to bf16 and sum in f32; on any
+    // other, they are the f32 products.
+    let (model, reference) = load_in(&Device::Cpu, DType::F32);
+    let texts: Vec<String> = reference.texts.keys().cloned().collect();
+    let features = model
+        .text_features_in(&texts, ProductPrecision::Bf16OnTiles)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    for (text, ours) in texts.iter().zip(&features) {
+        let cos = cosine(ours, &reference.texts[text]);
+        assert!(cos >= 0.999, "{text}: cosine {cos}");
     }
 }
 

@@ -1,11 +1,11 @@
 //! Self-attention, as Chinese-CLIP's two towers share it, with its three
 //! input projections as one product.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::cpu_kernels::{avx2_fma, contiguous_f32, exp, SharedOutput};
-use crate::linear::Linear;
+use crate::linear::{Linear, ProductPrecision};
 
 /// Multi-head self-attention with its output projection. Unlike candle's
 /// Chinese-CLIP (and BERT) attention:
@@ -43,15 +43,16 @@ impl SelfAttention {
 
     /// `(batch, len, hidden)` → `(batch, queries, hidden)`: the first
     /// `queries` positions attend to all; `mask`, f32 `(batch, 1, 1, len)`,
-    /// is added to the scores.
+    /// is added to the scores. The projections' products in `precision`.
     pub(super) fn forward(
         &self,
         xs: &Tensor,
         mask: Option<&Tensor>,
         queries: usize,
+        precision: ProductPrecision,
     ) -> Result<Tensor> {
         let (batch, len, _) = xs.dims3()?;
-        let qkv = self.qkv.forward(xs)?;
+        let qkv = self.qkv.forward_in(xs, precision)?;
         let attended = if qkv.device().is_cpu() && qkv.dtype() == DType::F32 {
             let mask = match mask {
                 Some(mask) => mask.reshape((batch, len))?,
@@ -67,7 +68,7 @@ impl SelfAttention {
         } else {
             self.attend_with_candle(&qkv, mask, queries)?
         };
-        self.out.forward(&attended)
+        self.out.forward_in(&attended, precision)
     }
 
     /// Attention from the projections `(batch, len, 3 · hidden)` to the

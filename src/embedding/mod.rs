@@ -18,6 +18,8 @@ mod layers;
 mod text;
 mod vision;
 
+pub use crate::linear::ProductPrecision;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::pickle::PthTensors;
@@ -172,6 +174,16 @@ impl ClipModel {
     /// Projected features `(texts, dim)`, as `get_text_features` returns them
     /// for a padded batch with its attention mask (not normalised), in f32.
     pub fn text_features(&self, texts: &[String]) -> Result<Tensor, ModelError> {
+        self.text_features_in(texts, ProductPrecision::F32)
+    }
+
+    /// [`ClipModel::text_features`] with the text tower's products in
+    /// `precision`.
+    pub fn text_features_in(
+        &self,
+        texts: &[String],
+        precision: ProductPrecision,
+    ) -> Result<Tensor, ModelError> {
         let mut out = Vec::new();
         for chunk in texts.chunks(TEXT_BATCH) {
             let ids: Vec<Vec<u32>> = chunk
@@ -191,17 +203,27 @@ impl ClipModel {
             }
             let input = Tensor::from_vec(flat, (ids.len(), len), &self.device)?;
             let mask = Tensor::from_vec(mask, (ids.len(), len), &self.device)?;
-            out.push(on_cpu_pool(|| self.text.forward(&input, &mask))?.to_dtype(DType::F32)?);
+            let features = on_cpu_pool(|| self.text.forward(&input, &mask, precision))?;
+            out.push(features.to_dtype(DType::F32)?);
         }
         Ok(Tensor::cat(&out, 0)?)
     }
 
     /// Normalised features of texts.
     pub fn embed_texts(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.embed_texts_in(texts, ProductPrecision::F32)
+    }
+
+    /// [`ClipModel::embed_texts`] with the text tower's products in `precision`.
+    pub fn embed_texts_in(
+        &self,
+        texts: &[String],
+        precision: ProductPrecision,
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(normalize(&self.text_features(texts)?)?.to_vec2()?)
+        Ok(normalize(&self.text_features_in(texts, precision)?)?.to_vec2()?)
     }
 }
 

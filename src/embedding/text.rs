@@ -15,7 +15,7 @@ use candle_transformers::models::chinese_clip::text_model::ChineseClipTextConfig
 
 use super::layers::SelfAttention;
 use crate::activation::Activation;
-use crate::linear::Linear;
+use crate::linear::{Linear, ProductPrecision};
 use crate::weights::RowsInFile;
 
 /// The word table's name in the checkpoint.
@@ -122,15 +122,24 @@ impl Layer {
         })
     }
 
-    /// The first `rows` positions of the layer's output.
-    fn forward(&self, xs: &Tensor, mask: &Tensor, rows: usize) -> Result<Tensor> {
-        let attended = self.attention.forward(xs, Some(mask), rows)?;
+    /// The first `rows` positions of the layer's output, its products in
+    /// `precision`.
+    fn forward(
+        &self,
+        xs: &Tensor,
+        mask: &Tensor,
+        rows: usize,
+        precision: ProductPrecision,
+    ) -> Result<Tensor> {
+        let attended = self.attention.forward(xs, Some(mask), rows, precision)?;
         let xs = self
             .attention_norm
             .forward(&(attended + xs.narrow(1, 0, rows)?)?)?;
-        let hidden = self.act.forward(&self.intermediate.forward(&xs)?)?;
+        let hidden = self
+            .act
+            .forward(&self.intermediate.forward_in(&xs, precision)?)?;
         self.output_norm
-            .forward(&(self.output.forward(&hidden)? + xs)?)
+            .forward(&(self.output.forward_in(&hidden, precision)? + xs)?)
     }
 }
 
@@ -169,8 +178,14 @@ impl TextTower {
 
     /// Projected features `(batch, projection_dim)` of token ids `(batch, len)`
     /// whose attention `mask` (`(batch, len)`, 1 over tokens, 0 over padding)
-    /// says which positions are padding.
-    pub(super) fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// says which positions are padding; the layers' products in
+    /// `precision` (the projection's, one row a text, in f32).
+    pub(super) fn forward(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        precision: ProductPrecision,
+    ) -> Result<Tensor> {
         let mut xs = self.embeddings.forward(ids)?;
         let (batch, len, _) = xs.dims3()?;
         // Added to the scores in f32: 0 over tokens, f32's lowest over
@@ -183,7 +198,7 @@ impl TextTower {
         let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
             // Only the [CLS] row is read after the last layer.
-            xs = layer.forward(&xs, &mask, if i == last { 1 } else { len })?;
+            xs = layer.forward(&xs, &mask, if i == last { 1 } else { len }, precision)?;
         }
         let cls = xs.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
         self.projection.forward(&cls)

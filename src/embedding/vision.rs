@@ -13,7 +13,7 @@ use candle_transformers::models::chinese_clip::vision_model::ChineseClipVisionCo
 
 use super::layers::SelfAttention;
 use crate::activation::Activation;
-use crate::linear::Linear;
+use crate::linear::{Linear, ProductPrecision};
 
 struct Embeddings {
     patch: Conv2d,
@@ -91,7 +91,7 @@ impl Layer {
     fn forward(&self, xs: &Tensor, rows: usize) -> Result<Tensor> {
         let attended = self
             .attention
-            .forward(&self.norm1.forward(xs)?, None, rows)?;
+            .forward(&self.norm1.forward(xs)?, None, rows, ProductPrecision::F32)?;
         let xs = (xs.narrow(1, 0, rows)? + attended)?;
         let hidden = self
             .act

@@ -1,0 +1,240 @@
+//! The panel product on AMX tiles (Intel Xeons since Sapphire Rapids), for
+//! products whose inputs may be rounded to bf16: both sides rounded to
+//! bf16, the sums taken in f32. A tile product multiplies 16 rows of 32
+//! inputs by 32 inputs of 16 columns in one instruction, where the
+//! AVX-512 kernel takes 32 fused multiply-adds of 16 lanes for one row.
+//!
+//! Rust has no stable AMX intrinsics; the few instructions are inline
+//! assembly. The compiler never uses the tile registers itself, so they
+//! keep their values from one `asm!` block to the next.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use super::PANEL;
+use crate::cpu_kernels::SharedOutput;
+
+/// Rows (and f32 columns) of a tile.
+const TILE: usize = 16;
+/// Inputs a tile product takes: 32 bf16, a tile row of 64 bytes.
+pub(super) const STEP: usize = 32;
+/// Rows taken through all of a task's panels before the next rows: 64 rows
+/// of 3,072 bf16 inputs are 384 KiB, beside a task's panels in a core's L2.
+const ROWS_PER_BLOCK: usize = 64;
+
+const _: () = assert!(PANEL == TILE && ROWS_PER_BLOCK % (2 * TILE) == 0);
+
+/// Whether this CPU has AMX tiles with bf16 products (and the AVX-512 bf16
+/// conversions the inputs go through), and Linux lets this process use
+/// them: their 8 KiB of register state is granted per process on request.
+pub(super) fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        // CPUID leaf 7 (where the CPU has it), EDX: bit 22 AMX-BF16, bit 24
+        // AMX-TILE.
+        let tiles = __get_cpuid_max(0).0 >= 7 && {
+            let edx = __cpuid_count(7, 0).edx;
+            edx & (1 << 22) != 0 && edx & (1 << 24) != 0
+        };
+        tiles
+            && is_x86_feature_detected!("avx512bf16")
+            && is_x86_feature_detected!("avx512bw")
+            && tile_state_granted()
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn tile_state_granted() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl with these arguments only asks for a permission.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn tile_state_granted() -> bool {
+    false
+}
+
+/// The layout of the eight tiles (`ldtilecfg`'s 64 bytes): all 16 rows of
+/// 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    bytes_per_row: [u16; 16],
+    rows: [u8; 16],
+}
+
+const ALL_FULL: TileConfig = TileConfig {
+    palette: 1,
+    start_row: 0,
+    reserved: [0; 14],
+    bytes_per_row: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+};
+
+/// f32 to bf16, rounded to nearest, ties to even, as `vcvtneps2bf16` does.
+fn bf16_bits(v: f32) -> u16 {
+    let bits = v.to_bits();
+    (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+}
+
+/// One row of inputs in bf16: `to[..from.len()]` rounded from `from`, the
+/// rest of `to` zero.
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX-512 bf16; `to` is at least as long as `from`.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub(super) unsafe fn round_row(from: &[f32], to: &mut [u16]) {
+    let whole = from.len() / TILE * TILE;
+    for i in (0..whole).step_by(TILE) {
+        let v = _mm512_cvtneps_pbh(_mm512_loadu_ps(from.as_ptr().add(i)));
+        _mm256_storeu_si256(to.as_mut_ptr().add(i).cast(), std::mem::transmute(v));
+    }
+    for (to, &v) in to[whole..].iter_mut().zip(&from[whole..]) {
+        *to = bf16_bits(v);
+    }
+    to[from.len()..].fill(0);
+}
+
+/// Panels of f32 weights (`count` × `d_in` × 16) as the tile product reads
+/// them: `count` rounded up to even (a zero panel after an odd last), each
+/// `k / 2` rows of 16 pairs, inputs `2i` and `2i + 1` of a column side by
+/// side in bf16, zero from `d_in` to `k`.
+///
+/// # Safety
+/// As [`round_row`], and the CPU has AVX-512BW; `panels` holds `count`
+/// panels of `d_in` inputs; `k` is even and at least `d_in`.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn pair_panels(panels: &[f32], count: usize, d_in: usize, k: usize) -> Vec<u16> {
+    let panel_len = k * TILE;
+    let mut out = vec![0u16; count.next_multiple_of(2) * panel_len];
+    // Words 2c and 2c + 1 of the result: column c of the even and of the
+    // odd input (`_mm512_cvtne2ps_pbh(odd, even)` puts the even row's 16
+    // columns first, then the odd row's).
+    let interleave = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4,
+        19, 3, 18, 2, 17, 1, 16, 0,
+    );
+    for p in 0..count {
+        let panel = panels.as_ptr().add(p * d_in * TILE);
+        let row = |i: usize| {
+            if i < d_in {
+                _mm512_loadu_ps(panel.add(i * TILE))
+            } else {
+                _mm512_setzero_ps()
+            }
+        };
+        for pair in 0..d_in.div_ceil(2) {
+            let both: __m512i =
+                std::mem::transmute(_mm512_cvtne2ps_pbh(row(2 * pair + 1), row(2 * pair)));
+            _mm512_storeu_si512(
+                out.as_mut_ptr().add(p * panel_len + pair * 2 * TILE).cast(),
+                _mm512_permutexvar_epi16(interleave, both),
+            );
+        }
+    }
+    out
+}
+
+/// `out[r][first + c]` for every row `r < rows` and the columns `c` of
+/// `pairs` pairs of panels (those below `d_out`): the rows of `x` times the
+/// panels, each 32 × 32 block of sums in four tiles.
+///
+/// # Safety
+/// [`available`] is true; `x` holds `rows.next_multiple_of(32)` rows of `k`
+/// bf16 inputs (the rows past `rows` anything finite), `k` a multiple of
+/// [`STEP`]; `panels` holds `2 · pairs` panels from [`pair_panels`] of the
+/// same `k`; `out` holds `rows × d_out` and no other thread writes these
+/// columns.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn multiply(
+    x: &[u16],
+    rows: usize,
+    k: usize,
+    panels: &[u16],
+    pairs: usize,
+    out: &SharedOutput,
+    d_out: usize,
+    first: usize,
+) {
+    let out = out.0;
+    asm!("ldtilecfg [{}]", in(reg) &ALL_FULL, options(nostack, readonly));
+    let padded_rows = rows.next_multiple_of(2 * TILE);
+    let panel_len = k * TILE;
+    // Sums of a block that runs past the last row or column, before the
+    // part that exists is copied out.
+    let mut edge = [0f32; 4 * TILE * TILE];
+    for block in (0..padded_rows).step_by(ROWS_PER_BLOCK) {
+        for pair in 0..pairs {
+            let column = first + pair * 2 * TILE;
+            if column >= d_out {
+                break;
+            }
+            let left = panels.as_ptr().add(2 * pair * panel_len);
+            let right = left.add(panel_len);
+            for r in (block..padded_rows.min(block + ROWS_PER_BLOCK)).step_by(2 * TILE) {
+                let top = x.as_ptr().add(r * k);
+                let bottom = top.add(TILE * k);
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
+                for s in (0..k).step_by(STEP) {
+                    asm!(
+                        "tileloadd tmm4, [{top} + {x_stride} * 1]",
+                        "tileloadd tmm5, [{bottom} + {x_stride} * 1]",
+                        "tileloadd tmm6, [{left} + {panel_stride} * 1]",
+                        "tileloadd tmm7, [{right} + {panel_stride} * 1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        top = in(reg) top.add(s),
+                        bottom = in(reg) bottom.add(s),
+                        left = in(reg) left.add(s * TILE),
+                        right = in(reg) right.add(s * TILE),
+                        x_stride = in(reg) 2 * k,
+                        panel_stride = in(reg) 4 * TILE,
+                        options(nostack, readonly),
+                    );
+                }
+                let whole = r + 2 * TILE <= rows && column + 2 * TILE <= d_out;
+                let (sums, stride) = if whole {
+                    (out.add(r * d_out + column), d_out)
+                } else {
+                    (edge.as_mut_ptr(), 2 * TILE)
+                };
+                asm!(
+                    "tilestored [{top_left} + {stride} * 1], tmm0",
+                    "tilestored [{top_right} + {stride} * 1], tmm1",
+                    "tilestored [{bottom_left} + {stride} * 1], tmm2",
+                    "tilestored [{bottom_right} + {stride} * 1], tmm3",
+                    top_left = in(reg) sums,
+                    top_right = in(reg) sums.add(TILE),
+                    bottom_left = in(reg) sums.add(TILE * stride),
+                    bottom_right = in(reg) sums.add(TILE * stride + TILE),
+                    stride = in(reg) 4 * stride,
+                    options(nostack),
+                );
+                if !whole {
+                    let columns = (d_out - column).min(2 * TILE);
+                    for i in 0..(rows.saturating_sub(r)).min(2 * TILE) {
+                        std::ptr::copy_nonoverlapping(
+                            edge.as_ptr().add(i * 2 * TILE),
+                            out.add((r + i) * d_out + column),
+                            columns,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
