@@ -44,6 +44,21 @@ pub fn pin_cpu_threads(setting: usize) -> usize {
     threads
 }
 
+/// Has glibc's allocator serve every thread from one arena. The models'
+/// passes run on the pool's threads ([`on_cpu_pool`]), and glibc gives each
+/// thread that allocates while another does an arena of its own, which
+/// keeps what its thread freed: peak memory of `poem --image` with the
+/// ViT-B/16 812,852 against 793,480 kB before the passes moved, 796,312 kB
+/// with one arena. The passes allocate a few blocks a product, so the
+/// shared lock is rarely waited on. Call it before other threads start.
+pub fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a setting of the allocator.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// The threads the models use on the CPU: `RAYON_NUM_THREADS`, else every
 /// core this process may use.
 pub fn cpu_threads() -> usize {
