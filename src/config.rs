@@ -73,6 +73,7 @@ pub struct Poem {
     pub(crate) keyword_bonus: f32,
     pub(crate) keyword_weight: f64,
     pub(crate) clip_weight: f64,
+    pub(crate) rerank_bf16: bool,
     pub(crate) ngram_weight: f32,
 }
 

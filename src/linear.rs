@@ -60,10 +60,25 @@ pub enum ProductPrecision {
     F32,
     /// Inputs and f32 weights rounded to bf16, the sums in f32, on AMX
     /// tiles where the CPU has them (Intel Xeons since Sapphire Rapids):
-    /// about twice as fast on large products, with a relative error near
-    /// bf16's 2⁻⁹ per product. Elsewhere, and for weights held in bf16
+    /// about twice as fast on large products; each input and weight off by
+    /// up to 2⁻⁸ of itself. Elsewhere, and for weights held in bf16
     /// panels or for gemm, [`ProductPrecision::F32`] to the bit.
     Bf16OnTiles,
+}
+
+impl ProductPrecision {
+    /// Whether products asked for in this precision are taken in it on
+    /// this machine's CPU: f32 always, bf16 where it has AMX tiles (for
+    /// layers in f32 panels; others stay in f32).
+    pub fn runs_here(self) -> bool {
+        match self {
+            Self::F32 => true,
+            #[cfg(target_arch = "x86_64")]
+            Self::Bf16OnTiles => amx::available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Self::Bf16OnTiles => false,
+        }
+    }
 }
 
 /// A dense layer `x · Wᵀ + b` over the last dimension, the leading ones
@@ -216,7 +231,7 @@ impl Linear {
             Weight::Panels { panels, d_out, .. }
                 if precision == ProductPrecision::Bf16OnTiles
                     && panels.dtype() == DType::F32
-                    && on_tiles() =>
+                    && precision.runs_here() =>
             {
                 (
                     xs.contiguous()?
@@ -305,14 +320,6 @@ impl CustomOp2 for PanelProduct {
     }
 }
 
-/// Whether products in [`ProductPrecision::Bf16OnTiles`] run on AMX tiles here.
-fn on_tiles() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return amx::available();
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 /// `x · Wᵀ` for a contiguous `x` `(rows, in)` and `Wᵀ` in f32 panels, both
 /// rounded to bf16, on AMX tiles ([`ProductPrecision::Bf16OnTiles`]). Each
 /// task rounds its own panels, which then stay in its core's L2 while every
@@ -336,7 +343,10 @@ impl CustomOp2 for TileProduct {
     ) -> Result<(CpuStorage, Shape)> {
         let (rows, d_in) = l1.shape().dims2()?;
         let strips = self.d_out.div_ceil(PANEL);
-        if l2.shape().dims() != [strips, d_in, PANEL] || d_in == 0 || !amx::available() {
+        if !amx::available() {
+            candle_core::bail!("a product on AMX tiles where the CPU has none");
+        }
+        if l2.shape().dims() != [strips, d_in, PANEL] || d_in == 0 {
             candle_core::bail!(
                 "({rows}, {d_in}) times panels {:?} for {} outputs on tiles",
                 l2.shape(),
@@ -350,11 +360,11 @@ impl CustomOp2 for TileProduct {
         let panels = contiguous_f32(s2, l2, "tile product's weight")?;
         let k = d_in.next_multiple_of(amx::STEP);
         // Rows in bf16, padded to whole pairs of tiles with zeros.
-        let mut x_bf16 = vec![0u16; rows.next_multiple_of(32) * k];
+        let mut x_bf16 = vec![0u16; rows.next_multiple_of(amx::ROW_PAIR) * k];
         x_bf16
             .par_chunks_mut(k)
             .zip(x.par_chunks(d_in))
-            // SAFETY: `amx::available` checked the CPU's AVX-512 bf16.
+            // SAFETY: `amx::available` checked the CPU's AVX-512 features.
             .for_each(|(to, from)| unsafe { amx::round_row(from, to) });
         let mut out = vec![0f32; rows * self.d_out];
         let per_task = strips
@@ -389,8 +399,17 @@ impl CustomOp2 for TileProduct {
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        candle_core::bail!("no AMX tiles on this architecture")
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!(
+            "a product of {} outputs on AMX tiles, which this architecture lacks",
+            self.d_out
+        )
     }
 }
 
@@ -878,8 +897,13 @@ mod tests {
             let [bf16, f32] = [bf16, f32].map(|weight| Linear { weight, bias: None });
             for rows in [1, 8, 13, 200] {
                 let xs = Tensor::randn(0f32, 1.0, (rows, d_in), &Device::Cpu).unwrap();
-                let [got, want] = [&bf16, &f32].map(|l| {
-                    l.forward(&xs)
+                let [got, want, asked_bf16] = [
+                    (&bf16, ProductPrecision::F32),
+                    (&f32, ProductPrecision::F32),
+                    (&bf16, ProductPrecision::Bf16OnTiles),
+                ]
+                .map(|(l, precision)| {
+                    l.forward_in(&xs, precision)
                         .unwrap()
                         .flatten_all()
                         .unwrap()
@@ -893,6 +917,16 @@ mod tests {
                 assert!(
                     same,
                     "({rows}, {d_in}) × {d_out}: bf16 and f32 panels differ"
+                );
+                // Weights held in bf16 stay on the f32 kernel even when bf16
+                // products are asked for.
+                let same = got
+                    .iter()
+                    .zip(&asked_bf16)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "({rows}, {d_in}) × {d_out}: bf16 panels left the f32 kernel"
                 );
             }
             let mut values = weight.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -912,7 +946,14 @@ mod tests {
     /// tile steps. Elsewhere it is the f32 product, to the bit.
     #[test]
     fn tile_product_is_the_product_in_bf16() {
-        for (d_in, d_out) in [(384, 1024), (37, 300), (5, 7), (64, 129), (96, 48), (33, 20)] {
+        for (d_in, d_out) in [
+            (384, 1024),
+            (37, 300),
+            (5, 7),
+            (64, 129),
+            (96, 48),
+            (33, 20),
+        ] {
             let (linear, weight, bias) = layer(d_in, d_out);
             let in_bf16 = |t: &Tensor| {
                 t.to_dtype(DType::BF16)
@@ -928,7 +969,7 @@ mod tests {
                     .unwrap()
                     .to_vec2::<f32>()
                     .unwrap();
-                if !on_tiles() {
+                if !ProductPrecision::Bf16OnTiles.runs_here() {
                     let want = linear.forward(&xs).unwrap().to_vec2::<f32>().unwrap();
                     assert_eq!(got, want, "({rows}, {d_in}) × {d_out}: not the f32 product");
                     continue;

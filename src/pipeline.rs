@@ -215,6 +215,8 @@ pub struct Pipeline {
     matcher: Option<Matcher>,
     sampling: Sampling,
     clip_weight: f64,
+    /// The products of the poems' features in the rerank (`poem.rerank_bf16`).
+    rerank_precision: ProductPrecision,
     top_k: usize,
     diverse: bool,
 }
@@ -241,6 +243,11 @@ impl Pipeline {
             matcher,
             sampling: config.sampling(),
             clip_weight: config.poem.clip_weight,
+            rerank_precision: if config.poem.rerank_bf16 {
+                ProductPrecision::Bf16OnTiles
+            } else {
+                ProductPrecision::F32
+            },
             top_k: config.keywords.top_k,
             diverse: config.keywords.diverse,
         }
@@ -483,7 +490,7 @@ impl Pipeline {
 
     /// Gives photo poems' candidates their poem–photo similarity (all poems'
     /// texts embedded together) and ranks them again with it. The poems'
-    /// features may take their products in bf16 ([`ProductPrecision`]): the
+    /// features may take their products in bf16 (`poem.rerank_bf16`): the
     /// similarity only orders a photo's candidates, and the keywords' own
     /// scores stay in f32.
     fn rerank_by_photo(&self, finished: &mut [(usize, PoemResult, Option<Vec<f32>>)]) {
@@ -500,7 +507,7 @@ impl Pipeline {
         }
         let features = match matcher
             .clip
-            .embed_texts_in(&texts, ProductPrecision::Bf16OnTiles)
+            .embed_texts_in(&texts, self.rerank_precision)
         {
             Ok(features) => features,
             Err(e) => {

@@ -157,20 +157,31 @@ fn text_features_equal_reference() {
 }
 
 #[test]
-fn text_features_with_bf16_products_stay_near_the_reference() {
+fn text_features_with_bf16_products_stay_near_the_f32_ones() {
     // The poems' side of the rerank: on a CPU with AMX tiles the text
     // tower's products round their inputs to bf16 and sum in f32; on any
-    // other, they are the f32 products.
+    // other, they are the f32 products to the bit.
     let (model, reference) = load_in(&Device::Cpu, DType::F32);
     let texts: Vec<String> = reference.texts.keys().cloned().collect();
-    let features = model
-        .text_features_in(&texts, ProductPrecision::Bf16OnTiles)
-        .unwrap()
-        .to_vec2::<f32>()
-        .unwrap();
-    for (text, ours) in texts.iter().zip(&features) {
-        let cos = cosine(ours, &reference.texts[text]);
-        assert!(cos >= 0.999, "{text}: cosine {cos}");
+    let features = |precision| {
+        model
+            .text_features_in(&texts, precision)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+    };
+    let (bf16, f32) = (
+        features(ProductPrecision::Bf16OnTiles),
+        features(ProductPrecision::F32),
+    );
+    for ((text, bf16), f32) in texts.iter().zip(&bf16).zip(&f32) {
+        if ProductPrecision::Bf16OnTiles.runs_here() {
+            let cos = cosine(bf16, f32);
+            assert!(cos >= 0.9999, "{text}: cosine {cos} to the f32 features");
+            assert_ne!(bf16, f32, "{text}: no product was taken in bf16");
+        } else {
+            assert_eq!(bf16, f32, "{text}: not the f32 features");
+        }
     }
 }
 

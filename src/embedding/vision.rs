@@ -89,9 +89,9 @@ impl Layer {
 
     /// The first `rows` positions of the layer's output.
     fn forward(&self, xs: &Tensor, rows: usize) -> Result<Tensor> {
-        let attended = self
-            .attention
-            .forward(&self.norm1.forward(xs)?, None, rows, ProductPrecision::F32)?;
+        let attended =
+            self.attention
+                .forward(&self.norm1.forward(xs)?, None, rows, ProductPrecision::F32)?;
         let xs = (xs.narrow(1, 0, rows)? + attended)?;
         let hidden = self
             .act

@@ -5,8 +5,8 @@
 //! AVX-512 kernel takes 32 fused multiply-adds of 16 lanes for one row.
 //!
 //! Rust has no stable AMX intrinsics; the few instructions are inline
-//! assembly. The compiler never uses the tile registers itself, so they
-//! keep their values from one `asm!` block to the next.
+//! assembly, one block for each 32 × 32 block of sums, from loading the
+//! tile layout to releasing the tiles.
 
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -17,15 +17,18 @@ use crate::cpu_kernels::SharedOutput;
 
 /// Rows (and f32 columns) of a tile.
 const TILE: usize = 16;
+/// Rows of a block of sums, two tiles high: the rows of `x` are padded to
+/// a multiple of it.
+pub(super) const ROW_PAIR: usize = 2 * TILE;
 /// Inputs a tile product takes: 32 bf16, a tile row of 64 bytes.
 pub(super) const STEP: usize = 32;
 /// Rows taken through all of a task's panels before the next rows: 64 rows
 /// of 3,072 bf16 inputs are 384 KiB, beside a task's panels in a core's L2.
 const ROWS_PER_BLOCK: usize = 64;
 
-const _: () = assert!(PANEL == TILE && ROWS_PER_BLOCK % (2 * TILE) == 0);
+const _: () = assert!(PANEL == TILE && STEP == 32 && ROWS_PER_BLOCK.is_multiple_of(ROW_PAIR));
 
-/// Whether this CPU has AMX tiles with bf16 products (and the AVX-512 bf16
+/// Whether this CPU has AMX tiles with bf16 products (and the AVX-512
 /// conversions the inputs go through), and Linux lets this process use
 /// them: their 8 KiB of register state is granted per process on request.
 pub(super) fn available() -> bool {
@@ -38,8 +41,10 @@ pub(super) fn available() -> bool {
             edx & (1 << 22) != 0 && edx & (1 << 24) != 0
         };
         tiles
-            && is_x86_feature_detected!("avx512bf16")
+            && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512bf16")
             && tile_state_granted()
     })
 }
@@ -49,7 +54,13 @@ fn tile_state_granted() -> bool {
     const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
     const XFEATURE_XTILEDATA: libc::c_long = 18;
     // SAFETY: arch_prctl with these arguments only asks for a permission.
-    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -76,26 +87,21 @@ const ALL_FULL: TileConfig = TileConfig {
     rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
 };
 
-/// f32 to bf16, rounded to nearest, ties to even, as `vcvtneps2bf16` does.
-fn bf16_bits(v: f32) -> u16 {
-    let bits = v.to_bits();
-    (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16
-}
-
-/// One row of inputs in bf16: `to[..from.len()]` rounded from `from`, the
+/// One row of inputs in bf16: `to[..from.len()]` rounded from `from` (to
+/// nearest, ties to even, denormals to zero, as `vcvtneps2bf16` does), the
 /// rest of `to` zero.
 ///
 /// # Safety
-/// The CPU has AVX-512F and AVX-512 bf16; `to` is at least as long as `from`.
-#[target_feature(enable = "avx512f,avx512bf16")]
+/// The CPU has AVX-512F, BW, VL and bf16; `to` is at least as long as
+/// `from`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
 pub(super) unsafe fn round_row(from: &[f32], to: &mut [u16]) {
-    let whole = from.len() / TILE * TILE;
-    for i in (0..whole).step_by(TILE) {
-        let v = _mm512_cvtneps_pbh(_mm512_loadu_ps(from.as_ptr().add(i)));
-        _mm256_storeu_si256(to.as_mut_ptr().add(i).cast(), std::mem::transmute(v));
-    }
-    for (to, &v) in to[whole..].iter_mut().zip(&from[whole..]) {
-        *to = bf16_bits(v);
+    for i in (0..from.len()).step_by(TILE) {
+        // The last 16 inputs may be fewer: the rest of the vector is zero.
+        let mask = u16::MAX >> (TILE - (from.len() - i).min(TILE));
+        let rounded = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, from.as_ptr().add(i)));
+        let rounded = std::mem::transmute::<__m256bh, __m256i>(rounded);
+        _mm256_mask_storeu_epi16(to.as_mut_ptr().add(i).cast(), mask, rounded);
     }
     to[from.len()..].fill(0);
 }
@@ -106,7 +112,7 @@ pub(super) unsafe fn round_row(from: &[f32], to: &mut [u16]) {
 /// side in bf16, zero from `d_in` to `k`.
 ///
 /// # Safety
-/// As [`round_row`], and the CPU has AVX-512BW; `panels` holds `count`
+/// As [`round_row`]; `panels` holds `count`
 /// panels of `d_in` inputs; `k` is even and at least `d_in`.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 pub(super) unsafe fn pair_panels(panels: &[f32], count: usize, d_in: usize, k: usize) -> Vec<u16> {
@@ -129,8 +135,8 @@ pub(super) unsafe fn pair_panels(panels: &[f32], count: usize, d_in: usize, k: u
             }
         };
         for pair in 0..d_in.div_ceil(2) {
-            let both: __m512i =
-                std::mem::transmute(_mm512_cvtne2ps_pbh(row(2 * pair + 1), row(2 * pair)));
+            let both = _mm512_cvtne2ps_pbh(row(2 * pair + 1), row(2 * pair));
+            let both = std::mem::transmute::<__m512bh, __m512i>(both);
             _mm512_storeu_si512(
                 out.as_mut_ptr().add(p * panel_len + pair * 2 * TILE).cast(),
                 _mm512_permutexvar_epi16(interleave, both),
@@ -145,11 +151,11 @@ pub(super) unsafe fn pair_panels(panels: &[f32], count: usize, d_in: usize, k: u
 /// panels, each 32 × 32 block of sums in four tiles.
 ///
 /// # Safety
-/// [`available`] is true; `x` holds `rows.next_multiple_of(32)` rows of `k`
-/// bf16 inputs (the rows past `rows` anything finite), `k` a multiple of
-/// [`STEP`]; `panels` holds `2 · pairs` panels from [`pair_panels`] of the
-/// same `k`; `out` holds `rows × d_out` and no other thread writes these
-/// columns.
+/// [`available`] is true; `x` holds `rows.next_multiple_of(ROW_PAIR)` rows
+/// of `k` bf16 inputs (the rows past `rows` anything finite), `k` a
+/// multiple of [`STEP`]; `panels` holds `2 · pairs` panels from
+/// [`pair_panels`] of the same `k`; `out` holds `rows × d_out`, the pairs'
+/// columns start below `d_out`, and no other thread writes them.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn multiply(
     x: &[u16],
@@ -161,74 +167,75 @@ pub(super) unsafe fn multiply(
     d_out: usize,
     first: usize,
 ) {
-    let out = out.0;
-    asm!("ldtilecfg [{}]", in(reg) &ALL_FULL, options(nostack, readonly));
-    let padded_rows = rows.next_multiple_of(2 * TILE);
+    let padded_rows = rows.next_multiple_of(ROW_PAIR);
     let panel_len = k * TILE;
     // Sums of a block that runs past the last row or column, before the
     // part that exists is copied out.
-    let mut edge = [0f32; 4 * TILE * TILE];
+    let mut edge = [0f32; ROW_PAIR * 2 * TILE];
     for block in (0..padded_rows).step_by(ROWS_PER_BLOCK) {
         for pair in 0..pairs {
             let column = first + pair * 2 * TILE;
-            if column >= d_out {
-                break;
-            }
             let left = panels.as_ptr().add(2 * pair * panel_len);
-            let right = left.add(panel_len);
-            for r in (block..padded_rows.min(block + ROWS_PER_BLOCK)).step_by(2 * TILE) {
-                let top = x.as_ptr().add(r * k);
-                let bottom = top.add(TILE * k);
+            for r in (block..padded_rows.min(block + ROWS_PER_BLOCK)).step_by(ROW_PAIR) {
+                let whole = r + ROW_PAIR <= rows && column + 2 * TILE <= d_out;
+                let (sums, stride) = if whole {
+                    (out.0.add(r * d_out + column), d_out)
+                } else {
+                    (edge.as_mut_ptr(), 2 * TILE)
+                };
+                // One block of asm from the tile layout to the stored sums
+                // (tiles released), so that no tile state lives between
+                // blocks or across a call.
                 asm!(
+                    "ldtilecfg [{config}]",
                     "tilezero tmm0",
                     "tilezero tmm1",
                     "tilezero tmm2",
                     "tilezero tmm3",
-                    options(nostack, nomem)
-                );
-                for s in (0..k).step_by(STEP) {
-                    asm!(
-                        "tileloadd tmm4, [{top} + {x_stride} * 1]",
-                        "tileloadd tmm5, [{bottom} + {x_stride} * 1]",
-                        "tileloadd tmm6, [{left} + {panel_stride} * 1]",
-                        "tileloadd tmm7, [{right} + {panel_stride} * 1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        top = in(reg) top.add(s),
-                        bottom = in(reg) bottom.add(s),
-                        left = in(reg) left.add(s * TILE),
-                        right = in(reg) right.add(s * TILE),
-                        x_stride = in(reg) 2 * k,
-                        panel_stride = in(reg) 4 * TILE,
-                        options(nostack, readonly),
-                    );
-                }
-                let whole = r + 2 * TILE <= rows && column + 2 * TILE <= d_out;
-                let (sums, stride) = if whole {
-                    (out.add(r * d_out + column), d_out)
-                } else {
-                    (edge.as_mut_ptr(), 2 * TILE)
-                };
-                asm!(
-                    "tilestored [{top_left} + {stride} * 1], tmm0",
-                    "tilestored [{top_right} + {stride} * 1], tmm1",
-                    "tilestored [{bottom_left} + {stride} * 1], tmm2",
-                    "tilestored [{bottom_right} + {stride} * 1], tmm3",
-                    top_left = in(reg) sums,
-                    top_right = in(reg) sums.add(TILE),
-                    bottom_left = in(reg) sums.add(TILE * stride),
-                    bottom_right = in(reg) sums.add(TILE * stride + TILE),
-                    stride = in(reg) 4 * stride,
+                    "2:",
+                    "tileloadd tmm4, [{top} + {x_stride} * 1]",
+                    "tileloadd tmm5, [{bottom} + {x_stride} * 1]",
+                    "tileloadd tmm6, [{left} + {panel_stride} * 1]",
+                    "tileloadd tmm7, [{right} + {panel_stride} * 1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    // The next 32 inputs: 64 bytes along a row of `x`, 16
+                    // rows of 64 bytes down a panel.
+                    "add {top}, 64",
+                    "add {bottom}, 64",
+                    "add {left}, 1024",
+                    "add {right}, 1024",
+                    "dec {steps}",
+                    "jnz 2b",
+                    "tilestored [{sums} + {sum_stride} * 1], tmm0",
+                    "tilestored [{sums} + {sum_stride} * 1 + 64], tmm1",
+                    "add {sums}, {down}",
+                    "tilestored [{sums} + {sum_stride} * 1], tmm2",
+                    "tilestored [{sums} + {sum_stride} * 1 + 64], tmm3",
+                    "tilerelease",
+                    config = in(reg) &ALL_FULL,
+                    top = inout(reg) x.as_ptr().add(r * k) => _,
+                    bottom = inout(reg) x.as_ptr().add((r + TILE) * k) => _,
+                    left = inout(reg) left => _,
+                    right = inout(reg) left.add(panel_len) => _,
+                    steps = inout(reg) k / STEP => _,
+                    x_stride = in(reg) 2 * k,
+                    panel_stride = in(reg) 4 * TILE,
+                    sums = inout(reg) sums => _,
+                    sum_stride = in(reg) 4 * stride,
+                    down = in(reg) 4 * TILE * stride,
+                    out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _,
+                    out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _,
                     options(nostack),
                 );
                 if !whole {
                     let columns = (d_out - column).min(2 * TILE);
-                    for i in 0..(rows.saturating_sub(r)).min(2 * TILE) {
+                    for i in 0..(rows.saturating_sub(r)).min(ROW_PAIR) {
                         std::ptr::copy_nonoverlapping(
                             edge.as_ptr().add(i * 2 * TILE),
-                            out.add((r + i) * d_out + column),
+                            out.0.add((r + i) * d_out + column),
                             columns,
                         );
                     }
@@ -236,5 +243,4 @@ pub(super) unsafe fn multiply(
             }
         }
     }
-    asm!("tilerelease", options(nostack, nomem));
 }
