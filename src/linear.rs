@@ -253,6 +253,36 @@ impl Linear {
     }
 }
 
+/// Runs `task(first, count)` over a product's `strips` panels on the pool's
+/// threads, two tasks a thread. Each task's count is even (the last task's
+/// may be what is left), so that none ends on a lone panel where the
+/// AVX-512 kernel and the tiles take two.
+fn in_panel_tasks(strips: usize, task: impl Fn(usize, usize) + Sync) {
+    let per_task = strips
+        .div_ceil(TASKS_PER_THREAD * rayon::current_num_threads())
+        .next_multiple_of(2);
+    (0..strips.div_ceil(per_task))
+        .into_par_iter()
+        .for_each(|t| task(t * per_task, per_task.min(strips - t * per_task)));
+}
+
+/// Refuses panels not of `shape` for `x` of `(rows, d_in)`, or inputs of
+/// width 0.
+fn check_panels(
+    panels: &Layout,
+    shape: &Shape,
+    (rows, d_in): (usize, usize),
+    d_out: usize,
+) -> Result<()> {
+    if panels.shape() != shape || d_in == 0 {
+        candle_core::bail!(
+            "({rows}, {d_in}) times panels {:?} for {d_out} outputs",
+            panels.shape(),
+        );
+    }
+    Ok(())
+}
+
 /// `x · Wᵀ` for a contiguous `x` `(rows, in)` and `Wᵀ` in panels.
 struct PanelProduct {
     d_out: usize,
@@ -276,13 +306,7 @@ impl CustomOp2 for PanelProduct {
             CpuStorage::BF16(_) => (strips, d_in.div_ceil(2), PANEL, 2).into(),
             _ => (strips, d_in, PANEL).into(),
         };
-        if l2.shape() != &panels_shape || d_in == 0 {
-            candle_core::bail!(
-                "({rows}, {d_in}) times panels {:?} for {} outputs",
-                l2.shape(),
-                self.d_out
-            );
-        }
+        check_panels(l2, &panels_shape, (rows, d_in), self.d_out)?;
         if rows == 0 {
             return Ok((CpuStorage::F32(Vec::new()), Shape::from((0, self.d_out))));
         }
@@ -299,23 +323,14 @@ impl CustomOp2 for PanelProduct {
             _ => PanelElements::F32(contiguous_f32(s2, l2, "panel product's weight")?),
         };
         let mut out = vec![0f32; rows * self.d_out];
-        // An even count, so that no task ends on a lone panel where the
-        // AVX-512 kernel would take two.
-        let per_task = strips
-            .div_ceil(TASKS_PER_THREAD * rayon::current_num_threads())
-            .next_multiple_of(2);
         let shared = SharedOutput(out.as_mut_ptr());
-        (0..strips.div_ceil(per_task))
-            .into_par_iter()
-            .for_each(|task| {
-                let first = task * per_task;
-                let count = per_task.min(strips - first);
-                let columns = first * PANEL..self.d_out.min((first + count) * PANEL);
-                let panels = panels.of(first..first + count, d_in);
-                // SAFETY: the tasks' column ranges do not overlap, and each lies
-                // within the output's `d_out` columns.
-                unsafe { multiply_panels(x, rows, d_in, panels, &shared, self.d_out, columns) }
-            });
+        in_panel_tasks(strips, |first, count| {
+            let columns = first * PANEL..self.d_out.min((first + count) * PANEL);
+            let panels = panels.of(first..first + count, d_in);
+            // SAFETY: the tasks' column ranges do not overlap, and each lies
+            // within the output's `d_out` columns.
+            unsafe { multiply_panels(x, rows, d_in, panels, &shared, self.d_out, columns) }
+        });
         Ok((CpuStorage::F32(out), Shape::from((rows, self.d_out))))
     }
 }
@@ -346,13 +361,7 @@ impl CustomOp2 for TileProduct {
         if !amx::available() {
             candle_core::bail!("a product on AMX tiles where the CPU has none");
         }
-        if l2.shape().dims() != [strips, d_in, PANEL] || d_in == 0 {
-            candle_core::bail!(
-                "({rows}, {d_in}) times panels {:?} for {} outputs on tiles",
-                l2.shape(),
-                self.d_out
-            );
-        }
+        check_panels(l2, &(strips, d_in, PANEL).into(), (rows, d_in), self.d_out)?;
         if rows == 0 {
             return Ok((CpuStorage::F32(Vec::new()), Shape::from((0, self.d_out))));
         }
@@ -367,34 +376,26 @@ impl CustomOp2 for TileProduct {
             // SAFETY: `amx::available` checked the CPU's AVX-512 features.
             .for_each(|(to, from)| unsafe { amx::round_row(from, to) });
         let mut out = vec![0f32; rows * self.d_out];
-        let per_task = strips
-            .div_ceil(TASKS_PER_THREAD * rayon::current_num_threads())
-            .next_multiple_of(2);
         let shared = SharedOutput(out.as_mut_ptr());
-        let x_bf16 = &x_bf16;
-        (0..strips.div_ceil(per_task))
-            .into_par_iter()
-            .for_each(|task| {
-                let first = task * per_task;
-                let count = per_task.min(strips - first);
-                let panels = &panels[first * d_in * PANEL..(first + count) * d_in * PANEL];
-                // SAFETY: tiles are available (checked above); the rows and
-                // panels are rounded for the same `k`; the tasks' columns do
-                // not overlap and lie within `d_out`.
-                unsafe {
-                    let paired = amx::pair_panels(panels, count, d_in, k);
-                    amx::multiply(
-                        x_bf16,
-                        rows,
-                        k,
-                        &paired,
-                        count.div_ceil(2),
-                        &shared,
-                        self.d_out,
-                        first * PANEL,
-                    );
-                }
-            });
+        in_panel_tasks(strips, |first, count| {
+            let panels = &panels[first * d_in * PANEL..(first + count) * d_in * PANEL];
+            // SAFETY: tiles are available (checked above); the rows and
+            // panels are rounded for the same `k`; the tasks' columns do
+            // not overlap and lie within `d_out`.
+            unsafe {
+                let paired = amx::pair_panels(panels, count, d_in, k);
+                amx::multiply(
+                    &x_bf16,
+                    rows,
+                    k,
+                    &paired,
+                    count.div_ceil(2),
+                    &shared,
+                    self.d_out,
+                    first * PANEL,
+                );
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((rows, self.d_out))))
     }
 
