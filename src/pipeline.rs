@@ -505,10 +505,7 @@ impl Pipeline {
         if texts.is_empty() {
             return;
         }
-        let features = match matcher
-            .clip
-            .embed_texts_in(&texts, self.rerank_precision)
-        {
+        let features = match matcher.clip.embed_texts_in(&texts, self.rerank_precision) {
             Ok(features) => features,
             Err(e) => {
                 // The poems stand as the poet ranked them.
