@@ -12,7 +12,7 @@ use serde::Serialize;
 use candle_core::DType;
 
 use crate::device::Placement;
-use crate::embedding::ClipModel;
+use crate::embedding::{ClipModel, ProductPrecision};
 use crate::error::Error;
 use crate::keywords::{KeywordList, Vocabulary};
 use crate::photo::{self, PhotoLimits};
@@ -94,6 +94,8 @@ pub struct ClipBench<'a> {
     pub images: usize,
     /// The photo limits as configured.
     pub limits: PhotoLimits,
+    /// The vision tower's products, as configured (`keywords.photo_bf16`).
+    pub precision: ProductPrecision,
 }
 
 /// The photos of a directory, in name order.
@@ -115,7 +117,7 @@ impl ClipBench<'_> {
         let limits = self.limits;
         let embed = |bytes: &[u8]| -> Result<(), Error> {
             let img = photo::decode(bytes, limits)?;
-            clip.embed_image(&img)?;
+            clip.embed_image_in(&img, self.precision)?;
             Ok(())
         };
         embed(&photos[0])?;
@@ -340,8 +342,15 @@ impl Reference<'_> {
             Ok(versions) => versions,
             Err(why) => format!("not run: {why}"),
         };
+        // Which products the bf16 settings (keywords.photo_bf16,
+        // poem.rerank_bf16) get here, as they change the figures.
+        let tiles = if ProductPrecision::Bf16OnTiles.runs_here() {
+            "AMX tiles for the bf16 settings"
+        } else {
+            "no AMX tiles: f32 products only"
+        };
         format!(
-            "machine: {}, {} CPU threads; python reference: {python}",
+            "machine: {}, {} CPU threads, {tiles}; python reference: {python}",
             cpu_name(),
             crate::device::cpu_threads()
         )

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::device::DeviceSetting;
 use crate::error::{ConfigError, PlacementError};
+use crate::linear::ProductPrecision;
 use crate::poem::{Form, PoetChoice};
 
 /// The default settings, every key with a comment.
@@ -53,6 +54,14 @@ pub struct Keywords {
     pub vocabulary: String,
     pub top_k: usize,
     pub diverse: bool,
+    pub(crate) photo_bf16: bool,
+}
+
+impl Keywords {
+    /// How the vision tower takes its products (`keywords.photo_bf16`).
+    pub fn photo_precision(&self) -> ProductPrecision {
+        bf16_on_tiles_if(self.photo_bf16)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,6 +84,24 @@ pub struct Poem {
     pub(crate) clip_weight: f64,
     pub(crate) rerank_bf16: bool,
     pub(crate) ngram_weight: f32,
+}
+
+impl Poem {
+    /// How the poems' side of the rerank takes its products
+    /// (`poem.rerank_bf16`).
+    pub(crate) fn rerank_precision(&self) -> ProductPrecision {
+        bf16_on_tiles_if(self.rerank_bf16)
+    }
+}
+
+/// A `*_bf16` setting's precision: bf16 on AMX tiles where asked (and the
+/// CPU has them), else f32.
+fn bf16_on_tiles_if(bf16: bool) -> ProductPrecision {
+    if bf16 {
+        ProductPrecision::Bf16OnTiles
+    } else {
+        ProductPrecision::F32
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

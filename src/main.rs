@@ -486,6 +486,7 @@ fn bench(config: &Config, placement: &Placement, args: BenchArgs) -> Result<Exit
             max_bytes: config.photo.max_bytes,
             max_megapixels: config.photo.max_megapixels,
         },
+        precision: config.keywords.photo_precision(),
     };
     println!(
         "chinese-clip {}: {} photos one at a time; the keyword vocabulary",

@@ -37,6 +37,8 @@ pub struct Matcher {
     /// Indexes of channels' lists, by the list.
     custom: HashMap<KeywordList, KeywordIndex>,
     limits: PhotoLimits,
+    /// The vision tower's products (`keywords.photo_bf16`).
+    photo_precision: ProductPrecision,
 }
 
 impl Matcher {
@@ -74,6 +76,7 @@ impl Matcher {
                 max_bytes: config.photo.max_bytes,
                 max_megapixels: config.photo.max_megapixels,
             },
+            photo_precision: config.keywords.photo_precision(),
         })
     }
 
@@ -100,7 +103,7 @@ impl Matcher {
                 Ok(())
             })
             .collect();
-        let mut features = match self.clip.embed_images(&images) {
+        let mut features = match self.clip.embed_images(&images, self.photo_precision) {
             Ok(features) => features.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(e) => {
                 let e = Arc::new(Error::from(e));
@@ -243,11 +246,7 @@ impl Pipeline {
             matcher,
             sampling: config.sampling(),
             clip_weight: config.poem.clip_weight,
-            rerank_precision: if config.poem.rerank_bf16 {
-                ProductPrecision::Bf16OnTiles
-            } else {
-                ProductPrecision::F32
-            },
+            rerank_precision: config.poem.rerank_precision(),
             top_k: config.keywords.top_k,
             diverse: config.keywords.diverse,
         }

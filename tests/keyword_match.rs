@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 use serde::Deserialize;
-use yingshi::embedding::ClipModel;
-use yingshi::keywords::{EmbeddingCache, KeywordIndex, Vocabulary};
+use yingshi::config::Config;
+use yingshi::embedding::{ClipModel, ProductPrecision};
+use yingshi::keywords::{EmbeddingCache, KeywordIndex, KeywordList, Vocabulary};
 use yingshi::photo::{self, PhotoLimits};
+use yingshi::pipeline::Matcher;
 
 #[derive(Deserialize)]
 struct Reference {
@@ -126,4 +128,46 @@ fn embeddings_are_cached_and_only_new_texts_are_embedded() {
         EmbeddingCache::open(Some(dir.path()), &clip).len(),
         prompts + 2
     );
+}
+
+#[test]
+fn photo_bf16_setting_decides_the_vision_towers_products() {
+    // keywords.photo_bf16 reaches the photo's feature: with AMX tiles the
+    // scores move (by rounding, not by much); without, they are f32's bits.
+    let cache = tempfile::tempdir().unwrap();
+    let scores = |bf16: &str| {
+        let env = [
+            ("YINGSHI_MODELS__CLIP_DIR", "tests/fixtures/clip-tiny"),
+            ("YINGSHI_MODELS__CACHE_DIR", cache.path().to_str().unwrap()),
+            ("YINGSHI_KEYWORDS__PHOTO_BF16", bf16),
+        ];
+        let config = Config::load_with_env(
+            None,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap();
+        let mut matcher = Matcher::load(&config, None, None, &config.placement().unwrap()).unwrap();
+        let bytes = std::fs::read(fixtures().join("photos/chelsea.png")).unwrap();
+        matcher
+            .match_photo(&bytes, 8, false, &KeywordList::BuiltIn)
+            .unwrap()
+    };
+    let (f32, bf16) = (scores("false"), scores("true"));
+    if ProductPrecision::Bf16OnTiles.runs_here() {
+        assert_ne!(f32, bf16, "the photo's products were not taken in bf16");
+        for s in &bf16 {
+            let f32_score = f32.iter().find(|t| t.keyword == s.keyword);
+            if let Some(t) = f32_score {
+                assert!(
+                    (s.score - t.score).abs() < 0.02,
+                    "{}: {} vs {}",
+                    s.keyword,
+                    s.score,
+                    t.score
+                );
+            }
+        }
+    } else {
+        assert_eq!(f32, bf16, "f32 products where the CPU has no AMX tiles");
+    }
 }

@@ -130,21 +130,33 @@ impl ClipModel {
     /// Projected features `(batch, dim)` of f32 pixel tensors `(batch, 3, side, side)`,
     /// as `get_image_features` returns them (not normalised), in f32.
     pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {
-        let pixels = pixels.to_device(&self.device)?.to_dtype(self.dtype)?;
-        Ok(on_cpu_pool(|| self.vision.forward(&pixels))?.to_dtype(DType::F32)?)
+        self.image_features_in(pixels, ProductPrecision::F32)
     }
 
-    /// Normalised features of a batch of decoded photos.
+    /// [`ClipModel::image_features`] with the vision tower's products in
+    /// `precision`.
+    pub fn image_features_in(
+        &self,
+        pixels: &Tensor,
+        precision: ProductPrecision,
+    ) -> Result<Tensor, ModelError> {
+        let pixels = pixels.to_device(&self.device)?.to_dtype(self.dtype)?;
+        Ok(on_cpu_pool(|| self.vision.forward(&pixels, precision))?.to_dtype(DType::F32)?)
+    }
+
+    /// Normalised features of a batch of decoded photos, the vision tower's
+    /// products in `precision`.
     pub(crate) fn embed_images(
         &self,
         images: &[DynamicImage],
+        precision: ProductPrecision,
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let pixels: Vec<Tensor> = images
             .iter()
             .map(|img| self.preprocessor.pixels(img, &self.device))
             .collect::<Result<_, _>>()?;
         let batch = Tensor::stack(&pixels, 0).map_err(ModelError::from)?;
-        let features = self.image_features(&batch)?;
+        let features = self.image_features_in(&batch, precision)?;
         Ok(normalize(&features)
             .and_then(|f| f.to_vec2())
             .map_err(ModelError::from)?)
@@ -152,7 +164,19 @@ impl ClipModel {
 
     /// The normalised feature of one decoded photo.
     pub fn embed_image(&self, img: &DynamicImage) -> Result<Vec<f32>, EmbedError> {
-        Ok(self.embed_images(std::slice::from_ref(img))?.swap_remove(0))
+        self.embed_image_in(img, ProductPrecision::F32)
+    }
+
+    /// [`ClipModel::embed_image`] with the vision tower's products in
+    /// `precision`.
+    pub fn embed_image_in(
+        &self,
+        img: &DynamicImage,
+        precision: ProductPrecision,
+    ) -> Result<Vec<f32>, EmbedError> {
+        Ok(self
+            .embed_images(std::slice::from_ref(img), precision)?
+            .swap_remove(0))
     }
 
     /// Token ids of a text: `[CLS] … [SEP]`, at most [`CONTEXT_LENGTH`].

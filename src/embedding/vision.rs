@@ -87,16 +87,17 @@ impl Layer {
         })
     }
 
-    /// The first `rows` positions of the layer's output.
-    fn forward(&self, xs: &Tensor, rows: usize) -> Result<Tensor> {
-        let attended =
-            self.attention
-                .forward(&self.norm1.forward(xs)?, None, rows, ProductPrecision::F32)?;
+    /// The first `rows` positions of the layer's output, its products in
+    /// `precision`.
+    fn forward(&self, xs: &Tensor, rows: usize, precision: ProductPrecision) -> Result<Tensor> {
+        let attended = self
+            .attention
+            .forward(&self.norm1.forward(xs)?, None, rows, precision)?;
         let xs = (xs.narrow(1, 0, rows)? + attended)?;
         let hidden = self
             .act
-            .forward(&self.fc1.forward(&self.norm2.forward(&xs)?)?)?;
-        xs + self.fc2.forward(&hidden)?
+            .forward(&self.fc1.forward_in(&self.norm2.forward(&xs)?, precision)?)?;
+        xs + self.fc2.forward_in(&hidden, precision)?
     }
 }
 
@@ -136,14 +137,15 @@ impl VisionTower {
         })
     }
 
-    /// Projected features `(batch, projection_dim)` of pixels `(batch, 3, side, side)`.
-    pub(super) fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+    /// Projected features `(batch, projection_dim)` of pixels `(batch, 3,
+    /// side, side)`, the encoder layers' products in `precision`.
+    pub(super) fn forward(&self, pixels: &Tensor, precision: ProductPrecision) -> Result<Tensor> {
         let mut xs = self.pre_norm.forward(&self.embeddings.forward(pixels)?)?;
         let (_, len, _) = xs.dims3()?;
         let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
             // Only the class token's row is read after the last layer.
-            xs = layer.forward(&xs, if i == last { 1 } else { len })?;
+            xs = layer.forward(&xs, if i == last { 1 } else { len }, precision)?;
         }
         let class = xs.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
         self.projection.forward(&self.post_norm.forward(&class)?)
