@@ -120,6 +120,20 @@ pub(crate) struct SharedOutput(pub(crate) *mut f32);
 // SAFETY: the kernels that share one give each task elements of its own.
 unsafe impl Sync for SharedOutput {}
 
+/// `len` floats that `write` writes, without zeroing them first (a pass
+/// over the output of its own).
+///
+/// # Safety
+/// `write` writes every one of the `len` floats from the start it is given.
+pub(crate) unsafe fn written_whole(len: usize, write: impl FnOnce(&SharedOutput)) -> Vec<f32> {
+    let mut out = Vec::<f32>::with_capacity(len);
+    write(&SharedOutput(out.as_mut_ptr()));
+    // SAFETY: `write` initialised all `len` (the caller's promise), within
+    // the capacity.
+    unsafe { out.set_len(len) };
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,11 +21,11 @@
 //!   `x · Wᵀ` of the checkpoint's `W` would pack a transposed matrix afresh
 //!   on every call.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Storage, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use crate::cpu_kernels::{avx2_fma, avx512f, contiguous_f32, SharedOutput};
+use crate::cpu_kernels::{avx2_fma, avx512f, contiguous_f32, written_whole, SharedOutput};
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
@@ -226,8 +226,8 @@ impl Linear {
         let d_in = dims.pop().unwrap_or(1);
         let rows: usize = dims.iter().product();
         let xs = xs.reshape((rows, d_in))?;
-        let (mut out, d_out) = match &self.weight {
-            Weight::Transposed(weight_t) => (xs.matmul(weight_t)?, weight_t.dim(1)?),
+        let (out, d_out, bias_added) = match &self.weight {
+            Weight::Transposed(weight_t) => (xs.matmul(weight_t)?, weight_t.dim(1)?, false),
             Weight::Panels { panels, d_out, .. }
                 if precision == ProductPrecision::Bf16OnTiles
                     && panels.dtype() == DType::F32
@@ -237,17 +237,32 @@ impl Linear {
                     xs.contiguous()?
                         .apply_op2_no_bwd(panels, &TileProduct { d_out: *d_out })?,
                     *d_out,
+                    false,
                 )
             }
-            Weight::Panels { panels, d_out, .. } => (
-                xs.contiguous()?
-                    .apply_op2_no_bwd(panels, &PanelProduct { d_out: *d_out })?,
-                *d_out,
-            ),
+            Weight::Panels { panels, d_out, .. } => {
+                let bias = self.bias.as_ref().map(Tensor::storage_and_layout);
+                let bias = match &bias {
+                    Some((storage, layout)) => match (&**storage, layout.contiguous_offsets()) {
+                        (Storage::Cpu(CpuStorage::F32(b)), Some((start, end))) => {
+                            Some(&b[start..end])
+                        }
+                        _ => None,
+                    },
+                    None => None,
+                };
+                let product = PanelProduct {
+                    d_out: *d_out,
+                    bias,
+                };
+                let out = xs.contiguous()?.apply_op2_no_bwd(panels, &product)?;
+                (out, *d_out, bias.is_some())
+            }
         };
-        if let Some(bias) = &self.bias {
-            out = out.broadcast_add(bias)?;
-        }
+        let out = match &self.bias {
+            Some(bias) if !bias_added => out.broadcast_add(bias)?,
+            _ => out,
+        };
         dims.push(d_out);
         out.reshape(dims)
     }
@@ -283,12 +298,15 @@ fn check_panels(
     Ok(())
 }
 
-/// `x · Wᵀ` for a contiguous `x` `(rows, in)` and `Wᵀ` in panels.
-struct PanelProduct {
+/// `x · Wᵀ + b` for a contiguous `x` `(rows, in)`, `Wᵀ` in panels and the
+/// bias `b`, if any, added as the sums are stored (the same bits as adding
+/// it after, without another pass over the output).
+struct PanelProduct<'a> {
     d_out: usize,
+    bias: Option<&'a [f32]>,
 }
 
-impl CustomOp2 for PanelProduct {
+impl CustomOp2 for PanelProduct<'_> {
     fn name(&self) -> &'static str {
         "panel-matmul"
     }
@@ -307,6 +325,13 @@ impl CustomOp2 for PanelProduct {
             _ => (strips, d_in, PANEL).into(),
         };
         check_panels(l2, &panels_shape, (rows, d_in), self.d_out)?;
+        if self.bias.is_some_and(|b| b.len() != self.d_out) {
+            candle_core::bail!(
+                "a bias of {} for {} outputs",
+                self.bias.map_or(0, <[f32]>::len),
+                self.d_out
+            );
+        }
         if rows == 0 {
             return Ok((CpuStorage::F32(Vec::new()), Shape::from((0, self.d_out))));
         }
@@ -322,15 +347,22 @@ impl CustomOp2 for PanelProduct {
             (CpuStorage::BF16(_), None) => candle_core::bail!("panel product of strided panels"),
             _ => PanelElements::F32(contiguous_f32(s2, l2, "panel product's weight")?),
         };
-        let mut out = vec![0f32; rows * self.d_out];
-        let shared = SharedOutput(out.as_mut_ptr());
-        in_panel_tasks(strips, |first, count| {
-            let columns = first * PANEL..self.d_out.min((first + count) * PANEL);
-            let panels = panels.of(first..first + count, d_in);
-            // SAFETY: the tasks' column ranges do not overlap, and each lies
-            // within the output's `d_out` columns.
-            unsafe { multiply_panels(x, rows, d_in, panels, &shared, self.d_out, columns) }
-        });
+        let write = |shared: &SharedOutput| {
+            in_panel_tasks(strips, |first, count| {
+                let columns = first * PANEL..self.d_out.min((first + count) * PANEL);
+                let panels = panels.of(first..first + count, d_in);
+                // SAFETY: the tasks' column ranges do not overlap, and each
+                // lies within the output's `d_out` columns.
+                unsafe {
+                    multiply_panels(
+                        x, rows, d_in, panels, shared, self.d_out, columns, self.bias,
+                    )
+                }
+            })
+        };
+        // SAFETY: the tasks' columns make up all `d_out`, and each task
+        // writes every row of its columns.
+        let out = unsafe { written_whole(rows * self.d_out, write) };
         Ok((CpuStorage::F32(out), Shape::from((rows, self.d_out))))
     }
 }
@@ -448,11 +480,12 @@ impl<'a> PanelElements<'a> {
     }
 }
 
-/// `out[:, columns] = x · [panels side by side]`, `columns` being those of
-/// the panels (the last panel's padding left out).
+/// `out[:, columns] = x · [panels side by side] (+ bias[columns])`,
+/// `columns` being those of the panels (the last panel's padding left out).
 ///
 /// # Safety
 /// `out` holds `rows × d_out` floats; no other thread touches `columns`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn multiply_panels(
     x: &[f32],
     rows: usize,
@@ -461,6 +494,7 @@ unsafe fn multiply_panels(
     out: &SharedOutput,
     d_out: usize,
     columns: std::ops::Range<usize>,
+    bias: Option<&[f32]>,
 ) {
     let count = panels.len() / panels.panel_len(d_in);
     assert!(x.len() == rows * d_in && panels.len() == count * panels.panel_len(d_in));
@@ -468,29 +502,66 @@ unsafe fn multiply_panels(
         columns.end <= d_out
             && columns.len() > PANEL * (count - 1)
             && columns.len() <= PANEL * count
+            && bias.is_none_or(|b| b.len() == d_out)
     );
+    let bias = bias.map_or(std::ptr::null(), <[f32]>::as_ptr);
     #[cfg(target_arch = "x86_64")]
     if avx512f() {
         // SAFETY: the CPU has AVX-512F; the lengths were checked above.
         unsafe {
-            avx512::multiply_panels(x, rows, d_in, panels, count, out.0, d_out, columns.start)
+            avx512::multiply_panels(
+                x,
+                rows,
+                d_in,
+                panels,
+                count,
+                out.0,
+                d_out,
+                columns.start,
+                bias,
+            )
         };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if let (PanelElements::F32(panels), true) = (panels, avx2_fma()) {
         // SAFETY: the CPU has AVX2 and FMA; the lengths were checked above.
-        unsafe { avx2::multiply_panels(x, rows, d_in, panels, count, out.0, d_out, columns.start) };
+        unsafe {
+            avx2::multiply_panels(
+                x,
+                rows,
+                d_in,
+                panels,
+                count,
+                out.0,
+                d_out,
+                columns.start,
+                bias,
+            )
+        };
         return;
     }
     unreachable!("panels are built only where their kernel runs");
+}
+
+/// Where column `column`'s bias lies: null for no bias.
+///
+/// # Safety
+/// `bias` is null or holds more than `column` floats.
+#[cfg(target_arch = "x86_64")]
+unsafe fn at_column(bias: *const f32, column: usize) -> *const f32 {
+    if bias.is_null() {
+        bias
+    } else {
+        bias.add(column)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::PANEL;
+    use super::{at_column, PANEL};
 
     // The tile holds a panel's row in two 8-float vectors.
     const _: () = assert!(PANEL == 16);
@@ -503,8 +574,8 @@ mod avx2 {
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA; `x` holds `rows × d_in`, `panels`
-    /// `count × d_in × 16`, `out` `rows × d_out`, and `first + 16·count`
-    /// passes `d_out` by less than a panel.
+    /// `count × d_in × 16`, `out` `rows × d_out`, `bias` null or `d_out`
+    /// floats, and `first + 16·count` passes `d_out` by less than a panel.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn multiply_panels(
@@ -516,6 +587,7 @@ mod avx2 {
         out: *mut f32,
         d_out: usize,
         first: usize,
+        bias: *const f32,
     ) {
         // A block of rows stays in the cache while it goes through every panel.
         for first_row in (0..rows).step_by(ROWS_PER_BLOCK) {
@@ -541,6 +613,7 @@ mod avx2 {
                         out.add(r * d_out + column),
                         d_out,
                         columns,
+                        at_column(bias, column),
                     );
                     r += (end - r).min(6);
                 }
@@ -551,7 +624,8 @@ mod avx2 {
     /// `ROWS` rows of `x` times one panel, the sums held in registers
     /// (12 of the 16 at six rows): each step loads the panel's 16 weights
     /// once and uses them for every row. Writes the first `columns` sums of
-    /// each row (all 16 but in the last, padded panel).
+    /// each row (all 16 but in the last, padded panel), each plus its
+    /// column's `bias` where that is not null.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile<const ROWS: usize>(
         x: *const f32,
@@ -560,6 +634,7 @@ mod avx2 {
         out: *mut f32,
         d_out: usize,
         columns: usize,
+        bias: *const f32,
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
         for p in 0..d_in {
@@ -574,12 +649,22 @@ mod avx2 {
         for (r, acc) in acc.iter().enumerate() {
             let row = out.add(r * d_out);
             if columns == PANEL {
-                _mm256_storeu_ps(row, acc[0]);
-                _mm256_storeu_ps(row.add(8), acc[1]);
+                let (mut low, mut high) = (acc[0], acc[1]);
+                if !bias.is_null() {
+                    low = _mm256_add_ps(low, _mm256_loadu_ps(bias));
+                    high = _mm256_add_ps(high, _mm256_loadu_ps(bias.add(8)));
+                }
+                _mm256_storeu_ps(row, low);
+                _mm256_storeu_ps(row.add(8), high);
             } else {
                 let mut sums = [0f32; PANEL];
                 _mm256_storeu_ps(sums.as_mut_ptr(), acc[0]);
                 _mm256_storeu_ps(sums.as_mut_ptr().add(8), acc[1]);
+                if !bias.is_null() {
+                    for (c, sum) in sums[..columns].iter_mut().enumerate() {
+                        *sum += *bias.add(c);
+                    }
+                }
                 std::ptr::copy_nonoverlapping(sums.as_ptr(), row, columns);
             }
         }
@@ -599,7 +684,7 @@ mod avx2 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{PanelElements, PANEL};
+    use super::{at_column, PanelElements, PANEL};
 
     const _: () = assert!(PANEL == 16);
 
@@ -621,15 +706,15 @@ mod avx512 {
         rows.div_ceil(blocks).next_multiple_of(TILE_ROWS)
     }
 
-    /// A tile's kernel: `(x, d_in, first panel, out, d_out, columns)`.
-    type Tile = unsafe fn(*const f32, usize, *const u8, *mut f32, usize, usize);
+    /// A tile's kernel: `(x, d_in, first panel, out, d_out, columns, bias)`.
+    type Tile = unsafe fn(*const f32, usize, *const u8, *mut f32, usize, usize, *const f32);
 
     /// [`super::multiply_panels`] from column `first` on.
     ///
     /// # Safety
     /// The CPU has AVX-512F; `x` holds `rows × d_in`, `panels` `count`
-    /// panels of `d_in` inputs, `out` `rows × d_out`, and `first + 16·count`
-    /// passes `d_out` by less than a panel.
+    /// panels of `d_in` inputs, `out` `rows × d_out`, `bias` null or `d_out`
+    /// floats, and `first + 16·count` passes `d_out` by less than a panel.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn multiply_panels(
@@ -641,6 +726,7 @@ mod avx512 {
         out: *mut f32,
         d_out: usize,
         first: usize,
+        bias: *const f32,
     ) {
         let (base, panel_bytes): (*const u8, _) = match panels {
             PanelElements::F32(p) => (p.as_ptr().cast(), 4 * panels.panel_len(d_in)),
@@ -670,6 +756,7 @@ mod avx512 {
                         out.add(r * d_out + column),
                         d_out,
                         columns,
+                        at_column(bias, column),
                     );
                     r += tile_rows;
                 }
@@ -699,7 +786,8 @@ mod avx512 {
 
     /// `ROWS` rows of `x` times `PANELS` adjacent panels, the sums held in
     /// registers. Writes the first `columns` sums of each row (all but the
-    /// padding of a last panel), the partial panel by a masked store.
+    /// padding of a last panel), the partial panel by a masked store, each
+    /// plus its column's `bias` where that is not null.
     #[target_feature(enable = "avx512f")]
     unsafe fn tile<const BF16: bool, const PANELS: usize, const ROWS: usize>(
         x: *const f32,
@@ -708,6 +796,7 @@ mod avx512 {
         out: *mut f32,
         d_out: usize,
         columns: usize,
+        bias: *const f32,
     ) {
         let mut acc = [[_mm512_setzero_ps(); PANELS]; ROWS];
         let step = |acc: &mut [[__m512; PANELS]; ROWS], w: &[__m512; PANELS], p: usize| {
@@ -740,13 +829,30 @@ mod avx512 {
                 step(&mut acc, &w, p);
             }
         }
+        // Each panel's columns that exist: at least one, as a pair's second
+        // panel is never all padding.
+        let lanes: [u16; PANELS] = std::array::from_fn(|i| match columns - i * PANEL {
+            n if n >= PANEL => u16::MAX,
+            n => (1u16 << n) - 1,
+        });
+        let biases: [__m512; PANELS] = std::array::from_fn(|i| {
+            if bias.is_null() {
+                _mm512_setzero_ps()
+            } else {
+                _mm512_maskz_loadu_ps(lanes[i], bias.add(i * PANEL))
+            }
+        });
         for (r, acc) in acc.iter().enumerate() {
             let row = out.add(r * d_out);
             for (i, acc) in acc.iter().enumerate() {
-                // At least one column: a pair's second panel is never all padding.
-                match columns - i * PANEL {
-                    n if n >= PANEL => _mm512_storeu_ps(row.add(i * PANEL), *acc),
-                    n => _mm512_mask_storeu_ps(row.add(i * PANEL), (1u16 << n) - 1, *acc),
+                let sums = if bias.is_null() {
+                    *acc
+                } else {
+                    _mm512_add_ps(*acc, biases[i])
+                };
+                match lanes[i] {
+                    u16::MAX => _mm512_storeu_ps(row.add(i * PANEL), sums),
+                    lanes => _mm512_mask_storeu_ps(row.add(i * PANEL), lanes, sums),
                 }
             }
         }
@@ -851,40 +957,83 @@ mod tests {
                     .unwrap()
                     .to_vec1::<f32>()
                     .unwrap();
-                let [mut by_avx2, mut by_avx512] = [0, 1].map(|_| vec![f32::NAN; rows * d_out]);
-                // SAFETY: the CPU has both kernels' features; the outputs
-                // hold `rows × d_out`, the panels are `W`'s.
-                unsafe {
-                    avx2::multiply_panels(
-                        &x,
-                        rows,
-                        d_in,
-                        &panels,
-                        count,
-                        by_avx2.as_mut_ptr(),
-                        d_out,
-                        0,
+                let bias: Vec<f32> = (0..d_out).map(|c| c as f32 * 0.37 - 5.0).collect();
+                for bias in [std::ptr::null(), bias.as_ptr()] {
+                    let [mut by_avx2, mut by_avx512] = [0, 1].map(|_| vec![f32::NAN; rows * d_out]);
+                    // SAFETY: the CPU has both kernels' features; the
+                    // outputs hold `rows × d_out`, the panels are `W`'s,
+                    // the bias `d_out` floats.
+                    unsafe {
+                        avx2::multiply_panels(
+                            &x,
+                            rows,
+                            d_in,
+                            &panels,
+                            count,
+                            by_avx2.as_mut_ptr(),
+                            d_out,
+                            0,
+                            bias,
+                        );
+                        avx512::multiply_panels(
+                            &x,
+                            rows,
+                            d_in,
+                            PanelElements::F32(&panels),
+                            count,
+                            by_avx512.as_mut_ptr(),
+                            d_out,
+                            0,
+                            bias,
+                        );
+                    }
+                    assert!(
+                        by_avx512.iter().all(|v| v.is_finite()),
+                        "({rows}, {d_in}) × {d_out}: a sum left unwritten"
                     );
-                    avx512::multiply_panels(
-                        &x,
-                        rows,
-                        d_in,
-                        PanelElements::F32(&panels),
-                        count,
-                        by_avx512.as_mut_ptr(),
-                        d_out,
-                        0,
-                    );
+                    let same = by_avx2
+                        .iter()
+                        .zip(&by_avx512)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "({rows}, {d_in}) × {d_out}: the kernels differ");
                 }
-                assert!(
-                    by_avx512.iter().all(|v| v.is_finite()),
-                    "({rows}, {d_in}) × {d_out}: a sum left unwritten"
-                );
-                let same = by_avx2
-                    .iter()
-                    .zip(&by_avx512)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "({rows}, {d_in}) × {d_out}: the kernels differ");
+            }
+        }
+    }
+
+    /// A layer in panels adds its bias as it stores the sums: the bits of
+    /// the product without the bias, then the bias added (one row, a tile,
+    /// a padded last panel).
+    #[test]
+    fn bias_added_in_the_kernel_is_the_bias_added_after() {
+        if !avx2_fma() {
+            eprintln!("no AVX2 and FMA here: layers stay in Wᵀ, the bias added after");
+            return;
+        }
+        for (d_in, d_out) in [(64, 129), (37, 20), (384, 1024)] {
+            let (with_bias, weight, bias) = layer(d_in, d_out);
+            let without_bias = Linear {
+                weight: Weight::new(&weight).unwrap(),
+                bias: None,
+            };
+            for rows in [1, 13, 64] {
+                let xs = Tensor::randn(0f32, 1.0, (rows, d_in), &Device::Cpu).unwrap();
+                let bits = |t: Tensor| -> Vec<u32> {
+                    t.flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect()
+                };
+                let fused = with_bias.forward(&xs).unwrap();
+                let after = without_bias
+                    .forward(&xs)
+                    .unwrap()
+                    .broadcast_add(&bias)
+                    .unwrap();
+                assert_eq!(bits(fused), bits(after), "({rows}, {d_in}) × {d_out}");
             }
         }
     }
