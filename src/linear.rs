@@ -226,28 +226,35 @@ impl Linear {
         let d_in = dims.pop().unwrap_or(1);
         let rows: usize = dims.iter().product();
         let xs = xs.reshape((rows, d_in))?;
-        let (out, d_out, bias_added) = match &self.weight {
-            Weight::Transposed(weight_t) => (xs.matmul(weight_t)?, weight_t.dim(1)?, false),
+        // The panel kernel adds the bias as it stores the sums; after the
+        // other products it is a pass of its own.
+        let with_bias = |out: Tensor| match &self.bias {
+            Some(bias) => out.broadcast_add(bias),
+            None => Ok(out),
+        };
+        let (out, d_out) = match &self.weight {
+            Weight::Transposed(weight_t) => (with_bias(xs.matmul(weight_t)?)?, weight_t.dim(1)?),
             Weight::Panels { panels, d_out, .. }
                 if precision == ProductPrecision::Bf16OnTiles
                     && panels.dtype() == DType::F32
                     && precision.runs_here() =>
             {
+                let product = TileProduct { d_out: *d_out };
                 (
-                    xs.contiguous()?
-                        .apply_op2_no_bwd(panels, &TileProduct { d_out: *d_out })?,
+                    with_bias(xs.contiguous()?.apply_op2_no_bwd(panels, &product)?)?,
                     *d_out,
-                    false,
                 )
             }
             Weight::Panels { panels, d_out, .. } => {
+                // Panels are built only for f32 weights on the CPU, and
+                // the bias is loaded beside the weight.
                 let bias = self.bias.as_ref().map(Tensor::storage_and_layout);
                 let bias = match &bias {
-                    Some((storage, layout)) => match (&**storage, layout.contiguous_offsets()) {
-                        (Storage::Cpu(CpuStorage::F32(b)), Some((start, end))) => {
-                            Some(&b[start..end])
+                    Some((storage, layout)) => match &**storage {
+                        Storage::Cpu(storage) => {
+                            Some(contiguous_f32(storage, layout, "panel product's bias")?)
                         }
-                        _ => None,
+                        _ => candle_core::bail!("a bias off the CPU for panels on it"),
                     },
                     None => None,
                 };
@@ -255,13 +262,8 @@ impl Linear {
                     d_out: *d_out,
                     bias,
                 };
-                let out = xs.contiguous()?.apply_op2_no_bwd(panels, &product)?;
-                (out, *d_out, bias.is_some())
+                (xs.contiguous()?.apply_op2_no_bwd(panels, &product)?, *d_out)
             }
-        };
-        let out = match &self.bias {
-            Some(bias) if !bias_added => out.broadcast_add(bias)?,
-            _ => out,
         };
         dims.push(d_out);
         out.reshape(dims)
