@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use candle_core::DType;
 
+use crate::cpu_kernels;
 use crate::device::Placement;
 use crate::embedding::{ClipModel, ProductPrecision};
 use crate::error::Error;
@@ -349,8 +350,17 @@ impl Reference<'_> {
         } else {
             "no AMX tiles: f32 products only"
         };
+        let kernels = if cpu_kernels::avx512_held_back() {
+            "AVX2 kernels: AVX-512 held back by YINGSHI_CPU_CAPABILITY=avx2, for the reference too"
+        } else if cpu_kernels::avx512f() {
+            "AVX-512 kernels"
+        } else if cpu_kernels::avx2_fma() {
+            "AVX2 kernels"
+        } else {
+            "no kernels of our own: gemm"
+        };
         format!(
-            "machine: {}, {} CPU threads, {tiles}; python reference: {python}",
+            "machine: {}, {} CPU threads, {kernels}, {tiles}; python reference: {python}",
             cpu_name(),
             crate::device::cpu_threads()
         )
@@ -362,6 +372,12 @@ impl Reference<'_> {
         cmd.arg(self.script)
             .arg(what)
             .args(["--threads", &crate::device::cpu_threads().to_string()]);
+        if cpu_kernels::avx512_held_back() {
+            // PyTorch's own kernels, MKL's and oneDNN's, each by its switch.
+            cmd.env("ATEN_CPU_CAPABILITY", "avx2")
+                .env("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+                .env("ONEDNN_MAX_CPU_ISA", "AVX2");
+        }
         cmd
     }
 }

@@ -471,3 +471,82 @@ fn bench_names_the_machine_and_the_reference() {
         "{first}"
     );
 }
+
+/// With `YINGSHI_CPU_CAPABILITY=avx2`, `bench` says the AVX2 kernels run and
+/// starts the reference with PyTorch's, MKL's and oneDNN's switches to AVX2.
+#[test]
+fn bench_holds_avx512_back_on_both_sides() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let python = dir.path().join("python");
+    let seen = dir.path().join("env");
+    std::fs::write(
+        &python,
+        format!(
+            "#!/bin/sh\nenv | grep -E '^(ATEN_CPU_CAPABILITY|MKL_ENABLE_INSTRUCTIONS|ONEDNN_MAX_CPU_ISA)=' \
+             | sort > {}\necho '{{\"torch\": \"9.9.0\", \"transformers\": \"8.8.0\"}}'\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bench = |capability: Option<&str>| {
+        let mut cmd = yingshi();
+        cmd.args(["bench", "--poems", "1", "--candidates", "1", "--python"])
+            .arg(&python)
+            .env_remove("ATEN_CPU_CAPABILITY")
+            .env_remove("MKL_ENABLE_INSTRUCTIONS")
+            .env_remove("ONEDNN_MAX_CPU_ISA");
+        match capability {
+            Some(value) => cmd.env("YINGSHI_CPU_CAPABILITY", value),
+            None => cmd.env_remove("YINGSHI_CPU_CAPABILITY"),
+        };
+        let out = stdout(&mut cmd);
+        let first = out.lines().next().unwrap_or_default().to_owned();
+        (first, std::fs::read_to_string(&seen).unwrap())
+    };
+
+    let (first, env) = bench(Some("avx2"));
+    assert!(
+        first.contains("AVX2 kernels: AVX-512 held back") && first.contains("no AMX tiles"),
+        "{first}"
+    );
+    assert_eq!(
+        env,
+        "ATEN_CPU_CAPABILITY=avx2\nMKL_ENABLE_INSTRUCTIONS=AVX2\nONEDNN_MAX_CPU_ISA=AVX2\n"
+    );
+
+    let (first, env) = bench(None);
+    assert!(!first.contains("held back"), "{first}");
+    assert_eq!(env, "");
+}
+
+/// The AVX2 kernels give the AVX-512 kernels' sums to the bit, so a photo's
+/// keywords and their scores (the vocabulary's embeddings too) are the same
+/// with AVX-512 held back (on a CPU
+/// without it, the same kernels run either way).
+#[test]
+fn keywords_are_the_same_with_avx512_held_back() {
+    let keywords = |capability: Option<&str>| {
+        // A cache each, so that each embeds the vocabulary too.
+        let cache = tempfile::tempdir().unwrap();
+        let mut cmd = yingshi();
+        cmd.args([
+            "keywords",
+            "--image",
+            "tests/fixtures/photos/chelsea.png",
+            "--top-k",
+            "8",
+            "--json",
+        ]);
+        with_tiny_clip(&mut cmd, cache.path());
+        match capability {
+            Some(value) => cmd.env("YINGSHI_CPU_CAPABILITY", value),
+            None => cmd.env_remove("YINGSHI_CPU_CAPABILITY"),
+        };
+        run_json(&mut cmd)
+    };
+    let held_back = keywords(Some("avx2"));
+    assert_eq!(held_back["keywords"].as_array().unwrap().len(), 8);
+    assert_eq!(keywords(None), held_back);
+}

@@ -29,8 +29,9 @@ const ROWS_PER_BLOCK: usize = 64;
 const _: () = assert!(PANEL == TILE && STEP == 32 && ROWS_PER_BLOCK.is_multiple_of(ROW_PAIR));
 
 /// Whether this CPU has AMX tiles with bf16 products (and the AVX-512
-/// conversions the inputs go through), and Linux lets this process use
-/// them: their 8 KiB of register state is granted per process on request.
+/// conversions the inputs go through, not held back by
+/// `YINGSHI_CPU_CAPABILITY`), and Linux lets this process use them: their
+/// 8 KiB of register state is granted per process on request.
 pub(super) fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
@@ -41,7 +42,7 @@ pub(super) fn available() -> bool {
             edx & (1 << 22) != 0 && edx & (1 << 24) != 0
         };
         tiles
-            && is_x86_feature_detected!("avx512f")
+            && crate::cpu_kernels::avx512f()
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512bf16")
