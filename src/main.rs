@@ -267,7 +267,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, Error> {
     let config = Config::load(cli.config.as_deref())?;
     yingshi::device::pin_cpu_threads(config.models.cpu_threads);
-    yingshi::device::one_malloc_arena();
+    yingshi::device::tune_malloc();
     // One device for all the models of a run, so that a GPU's context and
     // kernels are set up once.
     let placement = || config.placement();
