@@ -472,6 +472,14 @@ fn bench_names_the_machine_and_the_reference() {
     );
 }
 
+/// Runs `cmd` with `YINGSHI_CPU_CAPABILITY` set to `capability`, or unset.
+fn with_cpu_capability(cmd: &mut Command, capability: Option<&str>) {
+    match capability {
+        Some(value) => cmd.env("YINGSHI_CPU_CAPABILITY", value),
+        None => cmd.env_remove("YINGSHI_CPU_CAPABILITY"),
+    };
+}
+
 /// With `YINGSHI_CPU_CAPABILITY=avx2`, `bench` says the AVX2 kernels run and
 /// starts the reference with PyTorch's, MKL's and oneDNN's switches to AVX2.
 #[test]
@@ -497,10 +505,7 @@ fn bench_holds_avx512_back_on_both_sides() {
             .env_remove("ATEN_CPU_CAPABILITY")
             .env_remove("MKL_ENABLE_INSTRUCTIONS")
             .env_remove("ONEDNN_MAX_CPU_ISA");
-        match capability {
-            Some(value) => cmd.env("YINGSHI_CPU_CAPABILITY", value),
-            None => cmd.env_remove("YINGSHI_CPU_CAPABILITY"),
-        };
+        with_cpu_capability(&mut cmd, capability);
         let out = stdout(&mut cmd);
         let first = out.lines().next().unwrap_or_default().to_owned();
         (first, std::fs::read_to_string(&seen).unwrap())
@@ -523,8 +528,8 @@ fn bench_holds_avx512_back_on_both_sides() {
 
 /// The AVX2 kernels give the AVX-512 kernels' sums to the bit, so a photo's
 /// keywords and their scores (the vocabulary's embeddings too) are the same
-/// with AVX-512 held back (on a CPU
-/// without it, the same kernels run either way).
+/// with AVX-512 held back (on a CPU without it, the same kernels run either
+/// way).
 #[test]
 fn keywords_are_the_same_with_avx512_held_back() {
     let keywords = |capability: Option<&str>| {
@@ -540,10 +545,7 @@ fn keywords_are_the_same_with_avx512_held_back() {
             "--json",
         ]);
         with_tiny_clip(&mut cmd, cache.path());
-        match capability {
-            Some(value) => cmd.env("YINGSHI_CPU_CAPABILITY", value),
-            None => cmd.env_remove("YINGSHI_CPU_CAPABILITY"),
-        };
+        with_cpu_capability(&mut cmd, capability);
         run_json(&mut cmd)
     };
     let held_back = keywords(Some("avx2"));
