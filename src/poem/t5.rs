@@ -13,8 +13,8 @@
 //!   the batch and repacks it for every row (8× the work at batch 8); on CPUs
 //!   with AVX2 and FMA its weights are held in panels that a kernel of our
 //!   own reads in place, since the decoder's products have a row per
-//!   candidate and gemm would repack the whole weight for each (with
-//!   AVX-512, in bf16, as the checkpoint holds them);
+//!   candidate and gemm would repack the whole weight for each (in bf16, as
+//!   the checkpoint holds them);
 //! - the gated feed-forward's activation and its product with the gate are
 //!   one pass on the CPU ([`Activation`]).
 //!
