@@ -24,17 +24,20 @@ pub(crate) fn avx2_fma() -> bool {
 /// so that the AVX2 kernels of an AMD Zen 3 can be measured on an Intel Xeon.
 const CPU_CAPABILITY_VAR: &str = "YINGSHI_CPU_CAPABILITY";
 
-/// Whether [`CPU_CAPABILITY_VAR`] keeps AVX-512 unused (read once; another
-/// value is named in a warning and changes nothing).
+/// Whether this CPU has AVX-512F and [`CPU_CAPABILITY_VAR`] keeps it unused
+/// (read once; another value is named in a warning and changes nothing).
 pub(crate) fn avx512_held_back() -> bool {
     static HELD_BACK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HELD_BACK.get_or_init(|| match std::env::var(CPU_CAPABILITY_VAR) {
-        Ok(value) if value.eq_ignore_ascii_case("avx2") => true,
-        Ok(value) => {
-            tracing::warn!("{CPU_CAPABILITY_VAR}={value}: only avx2 is known; ignored");
-            false
-        }
-        Err(_) => false,
+    *HELD_BACK.get_or_init(|| {
+        let asked = match std::env::var(CPU_CAPABILITY_VAR) {
+            Ok(value) if value.eq_ignore_ascii_case("avx2") => true,
+            Ok(value) => {
+                tracing::warn!("{CPU_CAPABILITY_VAR}={value}: only avx2 is known; ignored");
+                false
+            }
+            Err(_) => false,
+        };
+        asked && avx512f_on_this_cpu()
     })
 }
 
@@ -42,9 +45,13 @@ pub(crate) fn avx512_held_back() -> bool {
 /// of its own (the CPUs that have it have AVX2 and FMA too), and
 /// [`CPU_CAPABILITY_VAR`] does not hold it back.
 pub(crate) fn avx512f() -> bool {
+    avx512f_on_this_cpu() && !avx512_held_back()
+}
+
+fn avx512f_on_this_cpu() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f") && !avx512_held_back()
+        std::arch::is_x86_feature_detected!("avx512f")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -55,23 +55,31 @@ pub fn pin_cpu_threads(setting: usize) -> usize {
 ///   waited on.
 /// - **Freed memory kept** for the next pass: a pass frees the same sizes
 ///   it will ask for again, and glibc gave the top of the heap back to the
-///   kernel once 128 KiB or more lay free there, so the next pass's blocks
-///   faulted their pages in afresh, each zeroed by the kernel (clear_page
-///   and page faults were 4 % of a profile of 8 served clients). So the
-///   heap is never trimmed, and blocks up to 32 MiB (glibc's most for
-///   this setting) come from it rather than from mmap. Peak memory is
-///   unchanged (`poem --image`: 796,116–796,636 kB against 796,524–797,132
-///   kB; 8 served clients 923,276 against 921,160 kB); what a pass frees
-///   stays resident until the process ends. Intel Xeon, three
-///   alternations: 8 served clients 3,577 → 3,298 ms (AVX-512 held back:
-///   5,814 → 5,621 ms), a poem 199 → 190 ms, the vocabulary 6.3 → 5.9 s.
+///   kernel once more than its trim threshold lay free there (128 KiB at
+///   first, then twice the largest mmapped block freed, at most 64 MiB), so
+///   the next pass's blocks faulted their pages in afresh, each zeroed by
+///   the kernel (clear_page and page faults were about 4 % of a profile of
+///   8 served clients). So the heap is never trimmed, and blocks up to
+///   32 MiB (glibc's most for this setting on 64 bits) come from it rather
+///   than from mmap. Peak memory is unchanged (`poem --image`:
+///   796,116–796,636 kB against 796,524–797,132 kB; 8 served clients
+///   923,276 against 921,160 kB); what a pass frees stays resident until
+///   the process ends, so a long-running bot stays at its peak. Intel Xeon,
+///   three alternations: 8 served clients 3,577 → 3,298 ms (AVX-512 held
+///   back: 5,814 → 5,621 ms), a poem 199 → 190 ms, the vocabulary 6.3 →
+///   5.9 s.
 pub fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes settings of the allocator.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+    for (setting, value, name) in [
+        (libc::M_ARENA_MAX, 1, "one arena"),
+        // -1: never trim.
+        (libc::M_TRIM_THRESHOLD, -1, "no trimming"),
+        (libc::M_MMAP_THRESHOLD, 32 << 20, "mmap from 32 MiB"),
+    ] {
+        // SAFETY: mallopt only changes a setting of the allocator.
+        if unsafe { libc::mallopt(setting, value) } != 1 {
+            tracing::warn!("glibc refused the allocator setting {name}");
+        }
     }
 }
 

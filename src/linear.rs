@@ -42,9 +42,10 @@ enum Weight {
     Transposed(Tensor),
     /// Panel `s` holds `Wᵀ`'s columns `16s..16s+16`, the last one padded
     /// with zeros: in f32, `(⌈out / 16⌉, in, 16)`; in bf16 (where every
-    /// weight is a bf16 value, as in a checkpoint saved in bf16), `(⌈out / 16⌉, ⌈in / 2⌉, 16, 2)`, inputs `2i` and
-    /// `2i + 1` of a column side by side in one 32-bit word, the last input
-    /// of an odd `in` paired with a zero.
+    /// weight is a bf16 value, as in a checkpoint saved in bf16),
+    /// `(⌈out / 16⌉, ⌈in / 2⌉, 16, 2)`, inputs `2i` and `2i + 1` of a column
+    /// side by side in one 32-bit word, the last input of an odd `in` paired
+    /// with a zero.
     Panels {
         panels: Tensor,
         d_in: usize,
@@ -571,14 +572,17 @@ fn rows_per_block(rows: usize, d_in: usize, tile_rows: usize) -> usize {
 }
 
 /// At most this many bytes of inputs to a block of rows ([`rows_per_block`]):
-/// half the L2 of a core of the Intel Xeon measured (a photo 200 → 190 ms
-/// with AVX-512 against blocks of 96 rows; 2 MiB, where Zen 3 has 512 KiB).
+/// half the L2 of a core of the Intel Xeon measured (2 MiB). A photo 200 →
+/// 190 ms with AVX-512 against blocks of 96 rows, 235 → 227 ms with the AVX2
+/// kernel. A Zen 3 has 512 KiB of L2, so there a block of more than 512 KiB
+/// (the ViT's 197 rows of 768 inputs are 605 KB) is read from L3 for each
+/// panel: not measured on one.
 #[cfg(target_arch = "x86_64")]
 const BLOCK_BYTES: usize = 1 << 20;
 
 /// The panel product with AVX2: a panel's row is two 8-float vectors, and a
-/// tile holds six rows of one panel, 12 of the 16 registers. Panels in bf16
-/// become f32 in registers as in [`avx512`].
+/// tile holds six rows of one panel, 12 of the 16 registers (five rows for
+/// panels in bf16, which become f32 in registers as in [`avx512`]).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -663,6 +667,7 @@ mod avx2 {
     /// The tile of a panel in bf16 or f32 for `rows` rows (1 to
     /// [`TILE_ROWS`], to [`BF16_TILE_ROWS`] in bf16).
     fn tile_of<const BF16: bool>(rows: usize) -> Tile {
+        debug_assert!(rows <= if BF16 { BF16_TILE_ROWS } else { TILE_ROWS });
         match rows {
             1 => tile::<BF16, 1>,
             2 => tile::<BF16, 2>,
@@ -993,7 +998,7 @@ mod tests {
             return;
         }
         // 20 and 60 outputs: a pair whose second panel is partly padding;
-        // 3,072 inputs: 97 and 200 rows make blocks of other sizes than 96.
+        // 3,072 inputs: 97 and 200 rows are more than one block.
         for (d_in, d_out) in [
             (3072, 40),
             (384, 1024),
@@ -1012,6 +1017,7 @@ mod tests {
             let Weight::Panels { panels, .. } = Weight::new(&weight).unwrap() else {
                 panic!("a layer in f32 on a CPU with AVX2 is held in panels");
             };
+            assert_eq!(panels.dtype(), DType::BF16, "bf16 values, bf16 panels");
             let bf16_panels: Vec<u16> = panels
                 .to_dtype(DType::F32)
                 .and_then(|p| p.flatten_all()?.to_vec1::<f32>())
