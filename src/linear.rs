@@ -472,6 +472,16 @@ impl<'a> PanelElements<'a> {
         }
     }
 
+    /// Where the first panel's bytes start, and how many bytes a panel of
+    /// `d_in` inputs takes.
+    #[cfg(target_arch = "x86_64")]
+    fn bytes(self, d_in: usize) -> (*const u8, usize) {
+        match self {
+            Self::F32(p) => (p.as_ptr().cast(), 4 * self.panel_len(d_in)),
+            Self::Bf16(p) => (p.as_ptr().cast(), 2 * self.panel_len(d_in)),
+        }
+    }
+
     /// Panels `range` of these.
     fn of(self, range: std::ops::Range<usize>, d_in: usize) -> Self {
         let n = self.panel_len(d_in);
@@ -624,10 +634,7 @@ mod avx2 {
         first: usize,
         bias: *const f32,
     ) {
-        let (base, panel_bytes): (*const u8, _) = match panels {
-            PanelElements::F32(p) => (p.as_ptr().cast(), 4 * panels.panel_len(d_in)),
-            PanelElements::Bf16(p) => (p.as_ptr().cast(), 2 * panels.panel_len(d_in)),
-        };
+        let (base, panel_bytes) = panels.bytes(d_in);
         let most = match panels {
             PanelElements::F32(_) => TILE_ROWS,
             PanelElements::Bf16(_) => BF16_TILE_ROWS,
@@ -788,10 +795,7 @@ mod avx512 {
         first: usize,
         bias: *const f32,
     ) {
-        let (base, panel_bytes): (*const u8, _) = match panels {
-            PanelElements::F32(p) => (p.as_ptr().cast(), 4 * panels.panel_len(d_in)),
-            PanelElements::Bf16(p) => (p.as_ptr().cast(), 2 * panels.panel_len(d_in)),
-        };
+        let (base, panel_bytes) = panels.bytes(d_in);
         let block = rows_per_block(rows, d_in, TILE_ROWS);
         for first_row in (0..rows).step_by(block) {
             let end = (first_row + block).min(rows);
@@ -1120,10 +1124,10 @@ mod tests {
     }
 
     /// A layer whose weights are all bf16 values holds them in bf16 panels,
-    /// gives them back exactly, and its products
-    /// are those of the same weights in f32 panels to the bit (odd and even
-    /// input widths, a padded last panel); one weight that is not a bf16
-    /// value keeps the layer in f32.
+    /// gives them back exactly, and its products are those of the same
+    /// weights in f32 panels to the bit (odd and even input widths, a padded
+    /// last panel); one weight that is not a bf16 value keeps the layer in
+    /// f32.
     #[test]
     fn bf16_panels_give_the_f32_panels_bits() {
         if !avx2_fma() {
