@@ -187,18 +187,23 @@ fn with_tiny_clip(cmd: &mut Command, cache: &std::path::Path) {
     cmd.env("YINGSHI_MODELS__CACHE_DIR", cache);
 }
 
-#[test]
-fn keywords_json_from_a_photo() {
-    let cache = tempfile::tempdir().unwrap();
+/// `yingshi keywords` of a test photo, its `top_k` keywords as JSON.
+fn keywords_of_a_photo(top_k: usize) -> Command {
     let mut cmd = yingshi();
     cmd.args([
         "keywords",
         "--image",
         "tests/fixtures/photos/chelsea.png",
-        "--top-k",
-        "5",
         "--json",
-    ]);
+    ])
+    .args(["--top-k", &top_k.to_string()]);
+    cmd
+}
+
+#[test]
+fn keywords_json_from_a_photo() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut cmd = keywords_of_a_photo(5);
     with_tiny_clip(&mut cmd, cache.path());
     let v = run_json(&mut cmd);
     let keywords = v["keywords"].as_array().unwrap();
@@ -553,15 +558,7 @@ fn keywords_are_the_same_with_avx512_held_back() {
     let keywords = |capability: Option<&str>| {
         // A cache each, so that each embeds the vocabulary too.
         let cache = tempfile::tempdir().unwrap();
-        let mut cmd = yingshi();
-        cmd.args([
-            "keywords",
-            "--image",
-            "tests/fixtures/photos/chelsea.png",
-            "--top-k",
-            "8",
-            "--json",
-        ]);
+        let mut cmd = keywords_of_a_photo(8);
         with_tiny_clip(&mut cmd, cache.path());
         with_cpu_capability(&mut cmd, capability);
         run_json(&mut cmd)
