@@ -45,7 +45,8 @@ use crate::photo::Preprocessor;
 pub(crate) const CONTEXT_LENGTH: usize = 52;
 /// Texts embedded per forward pass. 32, not 64: a first start's keyword
 /// vocabulary (642 prompts) peaked 18 MB higher in 64s (815 against 797 MB
-/// resident, ViT-B/16), and was no faster (AMD EPYC, two threads).
+/// resident, ViT-B/16) and took longer (6.6 against 6.3 s; AMD EPYC, two
+/// threads).
 const TEXT_BATCH: usize = 32;
 
 pub struct ClipModel {
