@@ -12,13 +12,13 @@ use serde::Serialize;
 use candle_core::DType;
 
 use crate::cpu_kernels;
-use crate::device::Placement;
+use crate::device::{on_cpu_pool, Placement};
 use crate::embedding::{ClipModel, ProductPrecision};
 use crate::error::Error;
 use crate::keywords::{KeywordList, Vocabulary};
 use crate::photo::{self, PhotoLimits};
 use crate::pipeline::{Pipeline, PoemOptions, Request};
-use crate::poem::{Form, PoemRequest, Poet, PoetChoice, Sampling};
+use crate::poem::{Form, JijuPoet, PoemRequest, Poet, PoetChoice, Sampling, Style};
 use crate::worker::{Batching, Worker};
 
 #[derive(Debug, Serialize)]
@@ -77,6 +77,34 @@ impl PoemBench<'_> {
             ms_per_poem: field(&v, "ms_per_poem")?,
             tokens_per_s: field(&v, "tokens_per_s")?,
         })
+    }
+}
+
+/// The 集句 poet's poems, warm (it has no Python reference).
+pub struct JijuBench {
+    pub form: Form,
+    pub keywords: Vec<String>,
+    pub poems: usize,
+    pub candidates: usize,
+}
+
+impl JijuBench {
+    /// Milliseconds a poem, after one warm-up poem, on the models' thread pool as served.
+    pub fn run(&self, jiju: &JijuPoet) -> Result<f64, Error> {
+        let request = |seed| PoemRequest {
+            form: self.form,
+            keywords: self.keywords.clone(),
+            acrostic: None,
+            candidates: self.candidates,
+            seed,
+        };
+        let write = |seed| on_cpu_pool(|| jiju.write(&request(seed)));
+        write(0)?;
+        let start = Instant::now();
+        for seed in 0..self.poems {
+            write(seed as u64 + 1)?;
+        }
+        Ok(start.elapsed().as_secs_f64() * 1000.0 / self.poems as f64)
     }
 }
 
@@ -178,6 +206,8 @@ pub struct ServeBench<'a> {
     pub photos_dir: &'a Path,
     pub vocabulary: &'a Path,
     pub form: Form,
+    /// Written by the T5, or 集句 (the Python reference always writes).
+    pub style: Style,
     pub candidates: usize,
     pub top_k: usize,
     pub requests: usize,
@@ -201,6 +231,7 @@ impl ServeBench<'_> {
             vocabulary: KeywordList::BuiltIn,
             top_k: Some(self.top_k),
             options: PoemOptions {
+                style: self.style,
                 poet: PoetChoice::T5,
                 form: self.form,
                 acrostic: None,

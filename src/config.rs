@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::device::DeviceSetting;
 use crate::error::{ConfigError, PlacementError};
 use crate::linear::ProductPrecision;
-use crate::poem::{Form, PoetChoice};
+use crate::poem::{Form, PoetChoice, Style};
 
 /// The default settings, every key with a comment.
 pub(crate) const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -40,6 +40,7 @@ pub struct Models {
     pub(crate) clip_repo: String,
     pub(crate) clip_revision: String,
     pub poet_dir: String,
+    pub jiju_dir: String,
     pub llm: String,
     pub llm_isq: String,
     pub(crate) cache_dir: String,
@@ -74,6 +75,7 @@ pub struct Photo {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Poem {
+    pub style: Style,
     pub poet: PoetChoice,
     pub form: Form,
     pub candidates: usize,

@@ -148,6 +148,18 @@ pub enum VocabularyError {
     Twice(String),
 }
 
+/// The 集句 poet's files (the line index, the judge) cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LineIndexError {
+    #[error("the 集句 poet's file {path} is missing or unreadable")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the 集句 poet's file {path} is damaged ({problem}); rebuild it with training/prepare.py and training/train_judge.py, or restore it from the repository")]
+    Corrupt { path: PathBuf, problem: String },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PoemError {
     #[error("{0}")]
@@ -163,6 +175,11 @@ pub enum PoemError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Llm(#[from] LlmError),
+    #[error(transparent)]
+    Jiju(#[from] LineIndexError),
+    /// The 集句 poet was asked for but its files could not be loaded at start.
+    #[error("the 集句 poet is not available here (its line index could not be loaded); the generated poems still work")]
+    NoJiju,
 }
 
 /// The LLM poet's model cannot be had or run.
@@ -268,6 +285,8 @@ impl Error {
             | Error::Poem(
                 PoemError::Acrostic(_)
                 | PoemError::Lines(_)
+                | PoemError::Jiju(_)
+                | PoemError::NoJiju
                 | PoemError::Llm(
                     LlmError::Missing { .. }
                     | LlmError::Load { .. }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use yingshi::bench::{
-    ClipBench, ClipTiming, PoemBench, PoemTiming, Reference, ServeBench, ServeTiming,
+    ClipBench, ClipTiming, JijuBench, PoemBench, PoemTiming, Reference, ServeBench, ServeTiming,
 };
 use yingshi::config::{bounds, out_of, Config};
 use yingshi::device::Placement;
@@ -16,8 +16,8 @@ use yingshi::keywords::{split_keywords, KeywordList};
 use yingshi::photo::PhotoLimits;
 use yingshi::pipeline::{Matcher, Pipeline, PoemOptions, Request};
 use yingshi::poem::blind;
-use yingshi::poem::eval::{best_poems, evaluate, EvalCase};
-use yingshi::poem::{checker, Form, Poet, PoetChoice};
+use yingshi::poem::eval::{best_jiju_poems, best_poems, evaluate, evaluate_jiju, EvalCase};
+use yingshi::poem::{checker, Form, JijuPoet, Poet, PoetChoice, Style};
 #[cfg(feature = "llm")]
 use yingshi::poem::{LlmPoet, LlmSpec};
 
@@ -127,6 +127,10 @@ struct PoemArgs {
     /// Who writes: t5 (the embedded poet) or llm (a chat LLM; default: poem.poet).
     #[arg(long)]
     poet: Option<PoetChoice>,
+    /// generate (written by the poet) or jiju (集句: real lines of the corpus,
+    /// each credited; default: poem.style).
+    #[arg(long)]
+    style: Option<Style>,
     /// The LLM for `--poet llm`: a hub id (Qwen/Qwen3-1.7B) or a local directory
     /// (default: models.llm).
     #[arg(long, value_name = "ID|DIR")]
@@ -155,6 +159,9 @@ struct EvalArgs {
     corpus_lines: Option<PathBuf>,
     #[arg(long, value_name = "DIR")]
     poet_model: Option<PathBuf>,
+    /// generate (the poet's table) or jiju (the 集句 poet's; default: poem.style).
+    #[arg(long)]
+    style: Option<Style>,
 }
 
 /// The held-out corpus poems: form, keyword set and lines, one JSON object a line.
@@ -240,6 +247,10 @@ struct BenchArgs {
     /// Clients sending at once in --serve, one level each.
     #[arg(long, num_args = 1.., default_values_t = [1, 8, 64])]
     concurrency: Vec<usize>,
+    /// The poems --serve answers with: generate (the T5) or jiju (集句); the
+    /// Python reference always writes with the T5.
+    #[arg(long, default_value = "generate")]
+    style: Style,
 }
 
 fn main() -> ExitCode {
@@ -309,6 +320,12 @@ fn bot(config: Config, placement: &Placement, args: BotArgs) -> Result<ExitCode,
     let matcher = load_matcher(&config, placement, &args.matcher)?;
     #[cfg_attr(not(feature = "llm"), allow(unused_mut))]
     let mut pipeline = Pipeline::new(&config, poet, Some(matcher));
+    // The 集句 poet loads when its files are there; without them the bot
+    // writes as before, and channels that ask for 集句 are told why not.
+    match load_jiju(&config) {
+        Ok(jiju) => pipeline.attach_jiju(jiju),
+        Err(e) => tracing::warn!("集句 is off: {e}"),
+    }
     // The LLM loads when one is named, so channels may choose it.
     if !config.models.llm.is_empty() || config.poem.poet == PoetChoice::Llm {
         attach_llm(&mut pipeline, &config, placement, config.models.llm.clone())?;
@@ -352,7 +369,9 @@ fn poem(config: &Config, placement: &Placement, args: PoemArgs) -> Result<ExitCo
     // A poem to rewrite tells its own form.
     let form_of_poem = lines.as_deref().and_then(|l| checker::check_lines(l).form);
     let poet_choice = args.poet.unwrap_or(config.poem.poet);
+    let style = args.style.unwrap_or(config.poem.style);
     let options = PoemOptions {
+        style,
         poet: poet_choice,
         form: args.form.or(form_of_poem).unwrap_or(config.poem.form),
         acrostic: args.acrostic,
@@ -367,7 +386,9 @@ fn poem(config: &Config, placement: &Placement, args: PoemArgs) -> Result<ExitCo
     };
     #[cfg_attr(not(feature = "llm"), allow(unused_mut))]
     let mut pipeline = Pipeline::new(config, poet, matcher);
-    if poet_choice == PoetChoice::Llm {
+    if style == Style::Jiju {
+        pipeline.attach_jiju(load_jiju(config)?);
+    } else if poet_choice == PoetChoice::Llm {
         let model = args.llm_model.unwrap_or_else(|| config.models.llm.clone());
         attach_llm(&mut pipeline, config, placement, model)?;
     }
@@ -399,7 +420,7 @@ fn poem(config: &Config, placement: &Placement, args: PoemArgs) -> Result<ExitCo
             .iter()
             .map(|c| serde_json::json!({"lines": c.lines, "score": c.score}))
             .collect();
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "form": result.form.name(),
             "keywords": result.keywords,
             "lines": best.lines,
@@ -409,6 +430,9 @@ fn poem(config: &Config, placement: &Placement, args: PoemArgs) -> Result<ExitCo
             "seed": options.seed,
             "alternatives": alternatives,
         });
+        if !best.sources.is_empty() {
+            out["sources"] = serde_json::json!(best.sources);
+        }
         println!("{out}");
     } else {
         if !result.matched.is_empty() {
@@ -422,8 +446,23 @@ fn poem(config: &Config, placement: &Placement, args: PoemArgs) -> Result<ExitCo
         if !result.keywords.is_empty() {
             println!("【{}】{}", result.form, result.keywords.join(" "));
         }
-        for line in &best.lines {
-            println!("{line}");
+        if best.sources.is_empty() {
+            for line in &best.lines {
+                println!("{line}");
+            }
+        } else {
+            for (line, source) in best.lines.iter().zip(&best.sources) {
+                println!("{line}　{}《{}》", source.poet, source.title);
+            }
+        }
+        let unused: Vec<&str> = result
+            .keywords
+            .iter()
+            .filter(|k| !best.keywords_used.contains(k))
+            .map(String::as_str)
+            .collect();
+        if !unused.is_empty() {
+            eprintln!("(not used: {})", unused.join(" "));
         }
         eprintln!(
             "(score {:.3}, seed {}; {} candidates)",
@@ -469,6 +508,23 @@ fn bench(config: &Config, placement: &Placement, args: BenchArgs) -> Result<Exit
     print!(
         "{}",
         PoemTiming::report(&rust, &bench.run_python(&reference))
+    );
+    let jiju = JijuBench {
+        form: args.form,
+        keywords: bench.keywords.clone(),
+        poems: args.poems,
+        candidates: args.candidates,
+    };
+    let loading = std::time::Instant::now();
+    let jiju_poet = load_jiju(config)?;
+    let loaded_s = loading.elapsed().as_secs_f64();
+    println!(
+        "集句 {}: {:.0} ms a poem, warm ({} poems × {} candidates; the line index and judge \
+         loaded in {loaded_s:.2} s; no Python reference)",
+        args.form,
+        jiju.run(&jiju_poet)?,
+        args.poems,
+        args.candidates
     );
     let Some(clip_dir) = &args.clip_model else {
         println!("chinese-clip: not timed (pass --clip-model DIR)");
@@ -525,6 +581,7 @@ fn bench_serve(
         photos_dir: &photos,
         vocabulary: &vocabulary,
         form: args.form,
+        style: args.style,
         candidates: args.candidates,
         top_k: config.keywords.top_k,
         requests: args.requests,
@@ -532,9 +589,10 @@ fn bench_serve(
         placement: placement.clone(),
     };
     println!(
-        "photo → {} served: {} photo requests per level, {} candidates, batches of up to {} \
+        "photo → {} ({}) served: {} photo requests per level, {} candidates, batches of up to {} \
          requests and {} rows (wait {} ms), {:?} {:?}",
         args.form,
+        args.style,
         args.requests,
         args.candidates,
         config.batch.max_requests,
@@ -550,7 +608,11 @@ fn bench_serve(
         max_rows: config.batch.max_rows,
         wait: std::time::Duration::from_millis(config.batch.wait_ms),
     };
-    let rust = serve.run_rust(Pipeline::new(config, poet, Some(matcher)), batching)?;
+    let mut pipeline = Pipeline::new(config, poet, Some(matcher));
+    if args.style == Style::Jiju {
+        pipeline.attach_jiju(load_jiju(config)?);
+    }
+    let rust = serve.run_rust(pipeline, batching)?;
     print!(
         "{}",
         ServeTiming::report(&rust, &serve.run_python(reference))
@@ -561,6 +623,11 @@ fn bench_serve(
 fn load_poet(config: &Config, placement: &Placement, dir: Option<PathBuf>) -> Result<Poet, Error> {
     let dir = dir.unwrap_or_else(|| Config::resolve(&config.models.poet_dir));
     Ok(Poet::load(&dir, &placement.device, placement.dtype)?)
+}
+
+fn load_jiju(config: &Config) -> Result<JijuPoet, Error> {
+    let dir = Config::resolve(&config.models.jiju_dir);
+    Ok(JijuPoet::load(&dir).map_err(PoemError::from)?)
 }
 
 /// Loads the chat LLM (`model`: a hub id or a directory) beside the T5.
@@ -615,12 +682,20 @@ fn read_cases(path: &Path, skip: usize, limit: usize) -> Result<Vec<EvalCase>, E
 
 fn eval(config: &Config, placement: &Placement, args: EvalArgs) -> Result<ExitCode, Error> {
     let cases = read_cases(&args.set, 0, args.limit)?;
+    let candidates = args.candidates.unwrap_or(config.poem.candidates);
+    if args.style.unwrap_or(config.poem.style) == Style::Jiju {
+        let report = evaluate_jiju(&load_jiju(config)?, &cases, config.sampling(), candidates)?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serialises")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let corpus: Option<std::collections::HashSet<String>> = match &args.corpus_lines {
         Some(path) => Some(read_text(path)?.lines().map(str::to_owned).collect()),
         None => None,
     };
     let mut poet = load_poet(config, placement, args.poet_model)?;
-    let candidates = args.candidates.unwrap_or(config.poem.candidates);
     let report = evaluate(
         &mut poet,
         &cases,
@@ -678,15 +753,24 @@ fn sheet(
             None => (spec.as_str(), Vec::new()),
         };
         let config = Config::load_with_settings(user_file, &settings)?;
-        let mut poet = load_poet(&config, placement, None)?;
         tracing::info!(variant = name, "writing {} poems", cases.len());
-        let best = best_poems(
-            &mut poet,
-            &cases,
-            config.sampling(),
-            config.poem.candidates,
-            args.seed,
-        )?;
+        let best = if config.poem.style == Style::Jiju {
+            best_jiju_poems(
+                &load_jiju(&config)?,
+                &cases,
+                config.sampling(),
+                config.poem.candidates,
+                args.seed,
+            )?
+        } else {
+            best_poems(
+                &mut load_poet(&config, placement, None)?,
+                &cases,
+                config.sampling(),
+                config.poem.candidates,
+                args.seed,
+            )?
+        };
         variants.push((name.to_owned(), best.into_iter().map(|c| c.lines).collect()));
         described.push_str(&format!("# variant {name}: {}\n", settings.join(" ")));
     }

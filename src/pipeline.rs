@@ -15,6 +15,7 @@ use image::DynamicImage;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::device::on_cpu_pool;
 use crate::device::Placement;
 use crate::embedding::{self, ClipModel, ClipSource, ProductPrecision};
 use crate::error::{Error, LlmError, PoemError};
@@ -23,7 +24,8 @@ use crate::photo::{self, PhotoLimits};
 #[cfg(feature = "llm")]
 use crate::poem::LlmPoet;
 use crate::poem::{
-    rank, Candidate, Form, LineRequest, PoemRequest, Poet, PoetChoice, Sampling, ScoreWeights,
+    rank, Candidate, Form, JijuPoet, LineRequest, PoemRequest, Poet, PoetChoice, Sampling,
+    ScoreWeights, Style,
 };
 
 /// Custom keyword lists (channels' own) kept embedded at most.
@@ -151,6 +153,8 @@ impl Matcher {
 /// What a poem request asks, whatever its source.
 #[derive(Debug, Clone)]
 pub struct PoemOptions {
+    /// Written by `poet`, or 集句.
+    pub style: Style,
     pub poet: PoetChoice,
     pub form: Form,
     pub acrostic: Option<String>,
@@ -185,6 +189,22 @@ pub enum Request {
     },
 }
 
+/// Who makes a poem: a poet of the generator, or the 集句 poet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Maker {
+    Written(PoetChoice),
+    Jiju,
+}
+
+impl PoemOptions {
+    fn maker(&self) -> Maker {
+        match self.style {
+            Style::Generate => Maker::Written(self.poet),
+            Style::Jiju => Maker::Jiju,
+        }
+    }
+}
+
 impl Request {
     /// The candidate rows the poet writes for it: what it costs a batch.
     pub(crate) fn rows(&self) -> usize {
@@ -215,6 +235,8 @@ pub struct Pipeline {
     /// The chat LLM, for requests that choose it.
     #[cfg(feature = "llm")]
     llm: Option<LlmPoet>,
+    /// The 集句 poet, for requests that choose it.
+    jiju: Option<JijuPoet>,
     matcher: Option<Matcher>,
     sampling: Sampling,
     clip_weight: f64,
@@ -243,6 +265,7 @@ impl Pipeline {
             poet,
             #[cfg(feature = "llm")]
             llm: None,
+            jiju: None,
             matcher,
             sampling: config.sampling(),
             clip_weight: config.poem.clip_weight,
@@ -256,6 +279,16 @@ impl Pipeline {
     #[cfg(feature = "llm")]
     pub fn attach_llm(&mut self, llm: LlmPoet) {
         self.llm = Some(llm);
+    }
+
+    /// Gives the pipeline the 集句 poet for requests that choose it.
+    pub fn attach_jiju(&mut self, jiju: JijuPoet) {
+        self.jiju = Some(jiju);
+    }
+
+    /// Whether the 集句 poet is loaded.
+    pub(crate) fn has_jiju(&self) -> bool {
+        self.jiju.is_some()
     }
 
     /// Whether a chat LLM is loaded for requests that choose it.
@@ -314,7 +347,7 @@ impl Pipeline {
                         line: *line,
                     };
                     let answer =
-                        self.rewrite(&request, options.poet)
+                        self.rewrite(&request, options.maker())
                             .map(|candidates| PoemResult {
                                 form: options.form,
                                 keywords: keywords.clone(),
@@ -326,11 +359,11 @@ impl Pipeline {
             }
         }
 
-        let poets: Vec<PoetChoice> = owners
+        let makers: Vec<Maker> = owners
             .iter()
-            .map(|(i, _)| requests[*i].options().poet)
+            .map(|(i, _)| requests[*i].options().maker())
             .collect();
-        let written = self.write(&to_write, &poets);
+        let written = self.write(&to_write, &makers);
         // Each written poem, with its photo's feature for the rerank.
         let mut finished: Vec<(usize, PoemResult, Option<Vec<f32>>)> = Vec::new();
         for ((request, (i, photo)), candidates) in to_write.into_iter().zip(owners).zip(written) {
@@ -361,28 +394,34 @@ impl Pipeline {
             .collect()
     }
 
-    /// Each poem by the poet its request chose: the T5's as one batch, the LLM's as another.
+    /// Each poem by the maker its request chose: the T5's as one batch, the
+    /// LLM's as another, the 集句 poet's one by one.
     fn write(
         &mut self,
         poems: &[PoemRequest],
-        poets: &[PoetChoice],
+        makers: &[Maker],
     ) -> Vec<Result<Vec<Candidate>, PoemError>> {
         let mut answers: Vec<Option<Result<Vec<Candidate>, PoemError>>> =
             poems.iter().map(|_| None).collect();
-        for choice in [PoetChoice::T5, PoetChoice::Llm] {
+        for maker in [
+            Maker::Written(PoetChoice::T5),
+            Maker::Written(PoetChoice::Llm),
+            Maker::Jiju,
+        ] {
             let (at, group): (Vec<usize>, Vec<PoemRequest>) = poems
                 .iter()
-                .zip(poets)
+                .zip(makers)
                 .enumerate()
-                .filter(|(_, (_, &p))| p == choice)
+                .filter(|(_, (_, &m))| m == maker)
                 .map(|(i, (poem, _))| (i, poem.clone()))
                 .unzip();
             if group.is_empty() {
                 continue;
             }
-            let written = match choice {
-                PoetChoice::T5 => self.poet.write_batch(&group, self.sampling),
-                PoetChoice::Llm => self.write_llm(&group),
+            let written = match maker {
+                Maker::Written(PoetChoice::T5) => self.poet.write_batch(&group, self.sampling),
+                Maker::Written(PoetChoice::Llm) => self.write_llm(&group),
+                Maker::Jiju => self.write_jiju(&group),
             };
             for (i, answer) in at.into_iter().zip(written) {
                 answers[i] = Some(answer);
@@ -413,20 +452,44 @@ impl Pipeline {
             .collect()
     }
 
+    /// 集句 poems, ranked as the poets' are.
+    fn write_jiju(&self, poems: &[PoemRequest]) -> Vec<Result<Vec<Candidate>, PoemError>> {
+        let Some(jiju) = &self.jiju else {
+            return poems.iter().map(|_| Err(PoemError::NoJiju)).collect();
+        };
+        let weights = ScoreWeights::of_poet(self.sampling);
+        on_cpu_pool(|| {
+            poems
+                .iter()
+                .map(|poem| {
+                    let mut candidates = jiju.write(poem)?;
+                    rank(&mut candidates, weights);
+                    Ok(candidates)
+                })
+                .collect()
+        })
+    }
+
     fn rewrite(
         &mut self,
         request: &LineRequest,
-        poet: PoetChoice,
+        maker: Maker,
     ) -> Result<Vec<Candidate>, PoemError> {
-        match poet {
-            PoetChoice::T5 => self.poet.rewrite(request, self.sampling),
+        match maker {
+            Maker::Written(PoetChoice::T5) => self.poet.rewrite(request, self.sampling),
             #[cfg(feature = "llm")]
-            PoetChoice::Llm => match self.llm.as_mut() {
+            Maker::Written(PoetChoice::Llm) => match self.llm.as_mut() {
                 Some(llm) => llm.rewrite(request, self.sampling),
                 None => Err(LlmError::NotLoaded.into()),
             },
             #[cfg(not(feature = "llm"))]
-            PoetChoice::Llm => Err(LlmError::NotBuilt.into()),
+            Maker::Written(PoetChoice::Llm) => Err(LlmError::NotBuilt.into()),
+            Maker::Jiju => {
+                let jiju = self.jiju.as_ref().ok_or(PoemError::NoJiju)?;
+                let mut candidates = on_cpu_pool(|| jiju.rewrite(request))?;
+                rank(&mut candidates, ScoreWeights::of_poet(self.sampling));
+                Ok(candidates)
+            }
         }
     }
 

@@ -216,7 +216,7 @@ mod tests {
 
     use super::*;
     use crate::pipeline::PoemOptions;
-    use crate::poem::{Form, PoetChoice};
+    use crate::poem::{Form, PoetChoice, Style};
 
     /// Says when a batch starts (with its keywords), then waits until the test
     /// lets it finish; panics on the keyword "panic".
@@ -261,6 +261,7 @@ mod tests {
         Request::Keywords {
             keywords: vec![word.into()],
             options: PoemOptions {
+                style: Style::Generate,
                 poet: PoetChoice::T5,
                 form: Form::WuJue,
                 acrostic: None,

@@ -129,14 +129,25 @@ fn autocomplete(id: &str, typed: &str) -> Value {
     v
 }
 
-/// The bold lines of a poem embed.
+/// The bold lines of a poem embed (a 集句 line's credit after it left aside).
 fn poem_lines(embed: &Value) -> Vec<String> {
     embed["description"]
         .as_str()
         .unwrap()
         .lines()
-        .filter_map(|l| l.strip_prefix("**")?.strip_suffix("**"))
+        .filter_map(|l| Some(l.strip_prefix("**")?.split_once("**")?.0))
         .map(str::to_owned)
+        .collect()
+}
+
+/// The credits of a 集句 embed's lines: `poet《title》` after each.
+fn credits(embed: &Value) -> Vec<String> {
+    embed["description"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter_map(|l| Some(l.strip_prefix("**")?.split_once("**")?.1))
+        .map(|credit| credit.trim_start_matches('　').trim_matches('*').to_owned())
         .collect()
 }
 
@@ -443,7 +454,11 @@ fn start_bot_with(discord: &FakeDiscord, state_file: &Path, cache: &Path, extra:
     )
     .unwrap();
     let matcher = yingshi::pipeline::Matcher::load(&config, None, None, &placement).unwrap();
-    let pipeline = yingshi::pipeline::Pipeline::new(&config, poet, Some(matcher));
+    let mut pipeline = yingshi::pipeline::Pipeline::new(&config, poet, Some(matcher));
+    pipeline.attach_jiju(
+        yingshi::poem::JijuPoet::load(&yingshi::config::Config::resolve(&config.models.jiju_dir))
+            .unwrap(),
+    );
     tokio::spawn(async move {
         if let Err(e) = yingshi::bot::run(config, pipeline).await {
             panic!("the bot stopped: {e}");
@@ -561,6 +576,76 @@ async fn photo_posts_slash_commands_and_settings() {
     assert_eq!(imagery(edited), imagery(embed));
     assert_eq!(edited["thumbnail"]["url"], embed["thumbnail"]["url"]);
 
+    // 集句: a poem of real lines from the same keywords, each line credited,
+    // under a 原创 button that goes back; its 换一句 puts another real line in.
+    let jiju = reply["components"][0]["components"][1].clone();
+    assert_eq!(jiju["label"], "集句");
+    discord.send(
+        "INTERACTION_CREATE",
+        press(
+            "722",
+            "42",
+            json!({"custom_id": jiju["custom_id"], "component_type": 2}),
+            &reply,
+        ),
+    );
+    let edit = discord
+        .expect("PATCH", "/webhooks/100/tok722/messages/@original")
+        .await;
+    let edited = &edit.body["embeds"][0];
+    let jiju_lines = poem_lines(edited);
+    assert_eq!(jiju_lines.len(), 4, "{edited}");
+    let credited = credits(edited);
+    assert!(
+        credited
+            .iter()
+            .all(|c| c.contains('《') && c.ends_with('》')),
+        "{edited}"
+    );
+    assert!(
+        yingshi::poem::checker::check_lines(&jiju_lines).pass,
+        "{jiju_lines:?}"
+    );
+    assert_eq!(imagery(edited), imagery(embed));
+    assert!(edited["footer"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("集句"));
+    let buttons = &edit.body["components"][0]["components"];
+    assert_eq!(buttons[1]["label"], "原创");
+    assert!(buttons[0]["custom_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("yingshi:again.jiju:七绝:"));
+    let jiju_menu = edit.body["components"][1]["components"][0].clone();
+    let jiju_message = json!({"embeds": [edited]});
+    discord.send(
+        "INTERACTION_CREATE",
+        press(
+            "723",
+            "42",
+            json!({"custom_id": jiju_menu["custom_id"], "component_type": 3, "values": ["2"]}),
+            &jiju_message,
+        ),
+    );
+    let edit = discord
+        .expect("PATCH", "/webhooks/100/tok723/messages/@original")
+        .await;
+    let rewritten = &edit.body["embeds"][0];
+    let new_lines = poem_lines(rewritten);
+    assert_ne!(new_lines[2], jiju_lines[2], "{rewritten}");
+    assert_eq!(
+        [&new_lines[0], &new_lines[1], &new_lines[3]],
+        [&jiju_lines[0], &jiju_lines[1], &jiju_lines[3]]
+    );
+    assert!(
+        yingshi::poem::checker::check_lines(&new_lines).pass,
+        "{new_lines:?}"
+    );
+    let new_credits = credits(rewritten);
+    assert!(new_credits[2].contains('《'), "{rewritten}");
+    assert_eq!(new_credits[0], credited[0]);
+
     // Not a photo, not Discord's CDN, too large: a friendly word and no download.
     for (bad, says) in [
         (
@@ -669,6 +754,44 @@ async fn photo_posts_slash_commands_and_settings() {
         "{:?}",
         refused.body
     );
+
+    // 集句 by /poem's style option, and as the channel's style for its photos.
+    discord.send(
+        "INTERACTION_CREATE",
+        slash(
+            "7061",
+            "poem",
+            json!([{"name": "keywords", "type": 3, "value": "明月 孤舟"},
+                   {"name": "style", "type": 4, "value": 1}]),
+            "0",
+        ),
+    );
+    let edit = discord.expect("POST", "/webhooks/100/tok7061").await;
+    let credited = credits(&edit.body["embeds"][0]);
+    assert_eq!(credited.len(), 4, "{:?}", edit.body);
+    assert!(credited.iter().all(|c| c.contains('《')), "{credited:?}");
+    discord.send("INTERACTION_CREATE", set("7062", "style", "jiju", "16"));
+    let ok = discord
+        .expect("POST", "/interactions/7062/tok7062/callback")
+        .await;
+    assert!(ok.text().contains("style = jiju"), "{:?}", ok.body);
+    discord.send("MESSAGE_CREATE", photo_post("504", CHANNEL, "42"));
+    let seen = discord.until("POST", "/channels/200/messages").await;
+    let photo_jiju = &seen.last().unwrap().body;
+    assert!(
+        credits(&photo_jiju["embeds"][0])
+            .iter()
+            .all(|c| c.contains('《')),
+        "{photo_jiju}"
+    );
+    assert_eq!(
+        photo_jiju["components"][0]["components"][1]["label"],
+        "原创"
+    );
+    discord.send("INTERACTION_CREATE", set("7063", "style", "generate", "16"));
+    discord
+        .expect("POST", "/interactions/7063/tok7063/callback")
+        .await;
 
     // A user cooldown: the second request within it is told to wait.
     discord.send(

@@ -7,7 +7,7 @@ use std::path::Path;
 use yingshi::config::Config;
 use yingshi::keywords::KeywordList;
 use yingshi::pipeline::{Pipeline, PoemOptions, PoemResult, Request};
-use yingshi::poem::{Form, Poet, PoetChoice};
+use yingshi::poem::{Form, Poet, PoetChoice, Style};
 
 fn pipeline(cache: &Path) -> Pipeline {
     let env = [
@@ -42,6 +42,7 @@ fn photo(name: &str) -> Vec<u8> {
 
 fn options(form: Form, seed: u64) -> PoemOptions {
     PoemOptions {
+        style: Style::Generate,
         poet: PoetChoice::T5,
         form,
         acrostic: None,

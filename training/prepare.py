@@ -13,11 +13,17 @@ Writes to OUT:
 - corpus_lines.txt: the same lines, exactly, for `yingshi eval --corpus-lines`;
 - heldout_poems.jsonl: form, keywords and lines of each held-out poem (the
   eval set, and the corpus poems of blind-reading sheets; shipped as
-  training/heldout_poems.jsonl).
+  training/heldout_poems.jsonl);
+- jiju_lines.tsv.gz: the 集句 poet's line index (shipped as
+  models/jiju/lines.tsv.gz): every kept poem but the held-out ones, a row each,
+  `poet<TAB>title<TAB>dynasty<TAB>line line …`, in corpus order. Held-out
+  poems stay out, and so does any poem sharing a line with one, so that no
+  blind-reading sheet's 集句 can borrow a line of that set's own poem.
 """
 
 import argparse
 import collections
+import gzip
 import hashlib
 import json
 import math
@@ -41,12 +47,38 @@ def is_han(c):
     return "\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf"
 
 
+DYNASTIES = {"tang": "唐", "song": "宋"}
+
+
 def read_corpus(tgz):
+    """Each poem of the 全唐诗 folder with its dynasty (唐 or 宋, from the file name)."""
     with tarfile.open(tgz) as tar:
         for member in tar.getmembers():
-            name = member.name
-            if re.fullmatch(r"package/dist/quantangshi/poet\.(tang|song)\.\d+\.json", name):
-                yield from json.load(tar.extractfile(member))
+            found = re.fullmatch(r"package/dist/quantangshi/poet\.(tang|song)\.\d+\.json", member.name)
+            if found:
+                dynasty = DYNASTIES[found.group(1)]
+                for poem in json.load(tar.extractfile(member)):
+                    yield dynasty, poem
+
+
+def credit_field(text, cc):
+    """A poet's name or a title as one TSV field: simplified, on one line, no tabs."""
+    return " ".join(cc.convert(text or "").split()) or "佚名"
+
+
+def write_line_index(kept, held_out, path):
+    """The 集句 line index (see the module doc); returns its poem and line counts."""
+    held_lines = {l for lines in held_out for l in lines}
+    poems = lines_written = 0
+    # mtime=0: the same corpus gives the same bytes.
+    with gzip.GzipFile(path, "wb", compresslevel=9, mtime=0) as raw:
+        for form, lines, credit in kept:
+            if any(l in held_lines for l in lines):
+                continue
+            raw.write(("\t".join(credit) + "\t" + " ".join(lines) + "\n").encode("utf-8"))
+            poems += 1
+            lines_written += len(lines)
+    return poems, lines_written
 
 
 def poem_lines(paragraphs, cc):
@@ -135,7 +167,7 @@ def main():
 
     all_lines = set()
     kept, seen = [], set()
-    for poem in read_corpus(args.corpus):
+    for dynasty, poem in read_corpus(args.corpus):
         if args.limit and len(kept) >= 10 * args.limit:
             break
         lines = poem_lines(poem.get("paragraphs", []), cc)
@@ -149,16 +181,17 @@ def main():
         if key in seen:
             continue
         seen.add(key)
-        kept.append((form, lines))
-    counts = collections.Counter(c for _, lines in kept for l in lines for c in l)
-    kept = [(f, ls) for f, ls in kept if all(counts[c] >= MIN_CHAR_COUNT for l in ls for c in l)]
+        credit = (credit_field(poem.get("author"), cc), credit_field(poem.get("title"), cc), dynasty)
+        kept.append((form, lines, credit))
+    counts = collections.Counter(c for _, lines, _ in kept for l in lines for c in l)
+    kept = [p for p in kept if all(counts[c] >= MIN_CHAR_COUNT for l in p[1] for c in l)]
     if args.limit:
         kept = kept[: args.limit]
-    counts = collections.Counter(c for _, lines in kept for l in lines for c in l)
+    counts = collections.Counter(c for _, lines, _ in kept for l in lines for c in l)
 
     vocab = phrase_vocabulary()
     doc_freq = collections.Counter()
-    for _, lines in kept:
+    for _, lines, _ in kept:
         doc_freq.update(words_in(lines, vocab))
     idf = {w: math.log(len(kept) / (1 + doc_freq[w])) for w in doc_freq}
 
@@ -186,18 +219,21 @@ def main():
     (out / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
 
     stats = collections.Counter()
+    held_out_poems = []
     with open(out / "train.jsonl", "w", encoding="utf-8") as train, \
             open(out / "valid.jsonl", "w", encoding="utf-8") as valid, \
             open(out / "heldout_poems.jsonl", "w", encoding="utf-8") as heldout:
-        for form, lines in kept:
+        for form, lines, _ in kept:
             held_out = int(hashlib.md5("".join(lines).encode()).hexdigest(), 16) % 100 == 0
             keywords = pick_keywords(lines, vocab, idf, rng)
             sink = valid if held_out else train
             for i, line in enumerate(lines):
                 sink.write(json.dumps({"src": source(form, keywords, lines[:i]), "tgt": line}, ensure_ascii=False) + "\n")
             if held_out:
+                held_out_poems.append(lines)
                 heldout.write(json.dumps({"form": form, "keywords": keywords, "lines": lines}, ensure_ascii=False) + "\n")
             stats[("valid" if held_out else "train", form)] += 1
+    jiju_poems, jiju_lines = write_line_index(kept, held_out_poems, out / "jiju_lines.tsv.gz")
     m, k = write_bloom(sorted(all_lines), out / "train_lines.bloom")
     (out / "corpus_lines.txt").write_text("\n".join(sorted(all_lines)) + "\n", encoding="utf-8")
     summary = {
@@ -206,6 +242,8 @@ def main():
         "corpus_lines": len(all_lines),
         "bloom_bits": m,
         "bloom_hashes": k,
+        "jiju_poems": jiju_poems,
+        "jiju_lines": jiju_lines,
     }
     (out / "prepare_info.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
     print(json.dumps(summary, ensure_ascii=False))

@@ -108,3 +108,32 @@ def test_the_gpu_retrain_script_packs_and_runs_at_tiny_scale(tmp_path, data):
     assert {"config.json", "model.safetensors.index.json", "tokenizer.json", "train_info.json"} <= set(names)
     info = json.loads((out / "train_info.json").read_text())
     assert info["batch_size"] == 2048 and info["steps"] >= 1
+
+
+@needs_corpus
+def test_the_line_index_and_a_judge_the_rust_poet_uses(tmp_path, data):
+    """prepare.py's line index, a few seconds of the judge's training, and `yingshi poem --style jiju` on both."""
+    import gzip
+
+    rows = gzip.open(data / "jiju_lines.tsv.gz", "rt", encoding="utf-8").read().splitlines()
+    heldout = {l for p in map(json.loads, (data / "heldout_poems.jsonl").open(encoding="utf-8")) for l in p["lines"]}
+    assert rows and all(len(r.split("\t")) == 4 for r in rows)
+    assert not heldout & {l for r in rows for l in r.split("\t")[3].split(" ")}
+    jiju = tmp_path / "jiju"
+    jiju.mkdir()
+    (jiju / "lines.tsv.gz").write_bytes((data / "jiju_lines.tsv.gz").read_bytes())
+    reference = tmp_path / "reference.json"
+    run("training/train_judge.py", jiju / "lines.tsv.gz", jiju, "--minutes", 0.1, "--epochs", 1, "--threads", 1,
+        "--reference", reference)
+    info = json.loads((jiju / "judge_info.json").read_text())
+    assert info["examples"] > 0 and 0 <= info["top1_of_16"] <= 1 and set(info["true_beats"]) == {"tones", "words", "season", "random"}
+    assert len(json.loads(reference.read_text())) >= 3
+    config = tmp_path / "jiju.toml"
+    config.write_text(f'[models]\njiju_dir = "{jiju}"\n')
+    out = subprocess.run(
+        ["cargo", "run", "--release", "-q", "--", "--config", str(config), "poem", "--style", "jiju",
+         "--keywords", "春风", "--form", "五绝", "--seed", "1", "--json"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    poem = json.loads(out.stdout)
+    assert len(poem["lines"]) == 4 and len(poem["sources"]) == 4

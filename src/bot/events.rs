@@ -75,7 +75,8 @@ async fn photo_post(
                 content_type: photo.content_type.as_deref(),
             })
             .await?;
-        let options = data.options(&settings, None, None, None);
+        let options = data.options(&settings, None, None, None, None);
+        let style = options.style;
         let ticket = data.worker.submit(Request::Photo {
             bytes,
             keywords: Vec::new(),
@@ -83,13 +84,13 @@ async fn photo_post(
             top_k: settings.top_k,
             options,
         })?;
-        Ok::<_, BotError>(ticket.result().await?)
+        Ok::<_, BotError>((ticket.result().await?, style))
     }
     .await;
     let message = match result {
-        Ok(poem) => serenity::CreateMessage::new()
+        Ok((poem, style)) => serenity::CreateMessage::new()
             .embed(reply::embed(&poem, Some(&photo.url)))
-            .components(reply::components(&poem, &Recipe::of(&poem, None))),
+            .components(reply::components(&poem, &Recipe::of(&poem, style, None))),
         Err(e) => {
             tracing::info!(channel = msg.channel_id.get(), "photo post refused: {e}");
             serenity::CreateMessage::new().content(format!("写不成诗：{e}"))
@@ -101,14 +102,14 @@ async fn photo_post(
     Ok(())
 }
 
-/// 换一首 and 换一句: the recipe from the component's id, the poem from the
-/// message's embed; the new poem is edited into the message.
+/// 换一首, the other style and 换一句: the recipe from the component's id, the
+/// poem from the message's embed; the new poem is edited into the message.
 async fn component(
     ctx: &serenity::Context,
     press: &serenity::ComponentInteraction,
     data: &Arc<Data>,
 ) -> Result<(), BotError> {
-    let Some((action, recipe)) = Recipe::parse(&press.data.custom_id) else {
+    let Some((action, mut recipe)) = Recipe::parse(&press.data.custom_id) else {
         return Ok(());
     };
     let Some(old) = press.message.embeds.first() else {
@@ -128,9 +129,18 @@ async fn component(
     }
     press.defer(&ctx.http).await?;
     let settings = data.state.get(press.channel_id.get());
-    let options = data.options(&settings, Some(recipe.form), None, recipe.acrostic.clone());
+    if action == Action::Switch {
+        recipe = recipe.switched();
+    }
+    let options = data.options(
+        &settings,
+        Some(recipe.style),
+        Some(recipe.form),
+        None,
+        recipe.acrostic.clone(),
+    );
     let request = match action {
-        Action::Again => Request::Keywords {
+        Action::Again | Action::Switch => Request::Keywords {
             keywords: recipe.keywords.clone(),
             options,
         },

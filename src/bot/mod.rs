@@ -53,8 +53,10 @@ pub async fn run(config: Config, pipeline: Pipeline) -> Result<(), Error> {
     )
     .map_err(|e| Error::Service(format!("cannot set up downloads: {e}")))?;
     let llm_loaded = pipeline.has_llm();
+    let jiju_loaded = pipeline.has_jiju();
     let data = Arc::new(Data {
         llm_loaded,
+        jiju_loaded,
         worker: Worker::spawn(
             pipeline,
             config.limits.queue_size,

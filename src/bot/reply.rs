@@ -1,16 +1,24 @@
 //! How a poem looks in Discord: an embed (photo thumbnail, keywords with
-//! scores, the poem line by line, the form), a 换一首 button and a 换一句 menu.
-//! The components' custom ids carry the [`Recipe`] (form, acrostic, keywords)
-//! and the poem's lines are in the embed, so both work after a restart.
+//! scores, the poem line by line, each 集句 line with its poet and poem, the
+//! form), a 换一首 button, a button for the other style (集句 under a written
+//! poem, 原创 under a 集句) and a 换一句 menu. The components' custom ids carry
+//! the [`Recipe`] (style, form, acrostic, keywords) and the poem's lines are in
+//! the embed, so all work after a restart.
 
 use poise::serenity_prelude as serenity;
 
 use crate::pipeline::PoemResult;
-use crate::poem::Form;
+use crate::poem::{Candidate, Form, Style};
 
 const PREFIX: &str = "yingshi";
 const AGAIN: &str = "again";
 const LINE: &str = "line";
+const SWITCH: &str = "switch";
+/// After the action, for a 集句 poem's components (ids without it: a written poem's).
+const JIJU_SUFFIX: &str = ".jiju";
+/// A credit's title is cut to this many characters, so that a 七律 and its
+/// credits stay well inside an embed's 4,096.
+const MAX_TITLE_CHARS: usize = 24;
 /// Discord's limit on a custom id.
 const MAX_ID_CHARS: usize = 100;
 const NUMERALS: [&str; 8] = ["一", "二", "三", "四", "五", "六", "七", "八"];
@@ -22,34 +30,54 @@ pub(crate) enum Action {
     Again,
     /// 换一句: one line, chosen in the menu, written anew.
     Line,
+    /// A new poem from the same recipe in the other style.
+    Switch,
 }
 
-/// What it takes to write a poem again: form, acrostic, keywords.
+/// What it takes to write a poem again: style, form, acrostic, keywords.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Recipe {
+    pub(crate) style: Style,
     pub(crate) form: Form,
     pub(crate) acrostic: Option<String>,
     pub(crate) keywords: Vec<String>,
 }
 
 impl Recipe {
-    pub(crate) fn of(result: &PoemResult, acrostic: Option<&str>) -> Self {
+    pub(crate) fn of(result: &PoemResult, style: Style, acrostic: Option<&str>) -> Self {
         Self {
+            style,
             form: result.form,
             acrostic: acrostic.map(str::to_owned),
             keywords: result.keywords.clone(),
         }
     }
 
-    /// `yingshi:{action}:{form}:{acrostic}:{kw1 kw2 …}`, keywords cut to fit
-    /// Discord's 100 characters.
+    /// The same recipe in the other style.
+    pub(crate) fn switched(&self) -> Self {
+        Self {
+            style: match self.style {
+                Style::Generate => Style::Jiju,
+                Style::Jiju => Style::Generate,
+            },
+            ..self.clone()
+        }
+    }
+
+    /// `yingshi:{action}[.jiju]:{form}:{acrostic}:{kw1 kw2 …}`, keywords cut
+    /// to fit Discord's 100 characters.
     pub(crate) fn id(&self, action: Action) -> String {
         let action = match action {
             Action::Again => AGAIN,
             Action::Line => LINE,
+            Action::Switch => SWITCH,
+        };
+        let style = match self.style {
+            Style::Generate => "",
+            Style::Jiju => JIJU_SUFFIX,
         };
         let mut id = format!(
-            "{PREFIX}:{action}:{}:{}:",
+            "{PREFIX}:{action}{style}:{}:{}:",
             self.form.name(),
             self.acrostic.as_deref().unwrap_or("")
         );
@@ -73,9 +101,15 @@ impl Recipe {
         if parts.next()? != PREFIX {
             return None;
         }
-        let action = match parts.next()? {
+        let action = parts.next()?;
+        let (action, style) = match action.strip_suffix(JIJU_SUFFIX) {
+            Some(action) => (action, Style::Jiju),
+            None => (action, Style::Generate),
+        };
+        let action = match action {
             AGAIN => Action::Again,
             LINE => Action::Line,
+            SWITCH => Action::Switch,
             _ => return None,
         };
         let form = parts.next()?.parse().ok()?;
@@ -91,6 +125,7 @@ impl Recipe {
         Some((
             action,
             Recipe {
+                style,
                 form,
                 acrostic,
                 keywords,
@@ -115,28 +150,46 @@ fn header(result: &PoemResult) -> String {
     }
 }
 
-/// The poem, a bold line each.
-fn verse(lines: &[String]) -> String {
-    lines.iter().map(|l| format!("**{l}**\n")).collect()
+/// The poem, a bold line each; a 集句 line with its poet and poem in italics.
+fn verse(poem: &Candidate) -> String {
+    poem.lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| match poem.sources.get(i) {
+            Some(source) if !source.poet.is_empty() => {
+                let mut title: String = source.title.chars().take(MAX_TITLE_CHARS).collect();
+                if source.title.chars().count() > MAX_TITLE_CHARS {
+                    title.push('…');
+                }
+                format!("**{line}**　*{}《{title}》*\n", source.poet)
+            }
+            _ => format!("**{line}**\n"),
+        })
+        .collect()
 }
 
-/// The poem's lines back from an embed's text.
+/// The poem's lines back from an embed's text (credits left aside).
 pub(crate) fn poem_lines(description: &str) -> Vec<String> {
     description
         .lines()
-        .filter_map(|l| l.strip_prefix("**")?.strip_suffix("**"))
+        .filter_map(|l| Some(l.strip_prefix("**")?.split_once("**")?.0))
         .map(str::to_owned)
         .collect()
 }
 
 fn footer(result: &PoemResult) -> serenity::CreateEmbedFooter {
-    serenity::CreateEmbedFooter::new(format!("{} 首候选，择其一", result.candidates.len()))
+    let style = if result.candidates[0].sources.is_empty() {
+        ""
+    } else {
+        "集句 · "
+    };
+    serenity::CreateEmbedFooter::new(format!("{style}{} 首候选，择其一", result.candidates.len()))
 }
 
 pub(crate) fn embed(result: &PoemResult, thumbnail: Option<&str>) -> serenity::CreateEmbed {
     let mut embed = serenity::CreateEmbed::new()
         .title(format!("影诗 · {}", result.form))
-        .description(header(result) + &verse(&result.candidates[0].lines))
+        .description(header(result) + &verse(&result.candidates[0]))
         .footer(footer(result));
     if let Some(url) = thumbnail {
         embed = embed.thumbnail(url);
@@ -153,14 +206,20 @@ pub(crate) fn embed_again(old: &serenity::Embed, result: &PoemResult) -> serenit
         .take_while(|l| !l.starts_with("**"))
         .collect();
     serenity::CreateEmbed::from(old.clone())
-        .description(kept + &verse(&result.candidates[0].lines))
+        .description(kept + &verse(&result.candidates[0]))
         .footer(footer(result))
 }
 
-/// 换一首 and the 换一句 menu, one option a line.
+/// 换一首, the other style's button and the 换一句 menu, one option a line.
 pub(crate) fn components(result: &PoemResult, recipe: &Recipe) -> Vec<serenity::CreateActionRow> {
     let again = serenity::CreateButton::new(recipe.id(Action::Again))
         .label("换一首")
+        .style(serenity::ButtonStyle::Secondary);
+    let other = serenity::CreateButton::new(recipe.id(Action::Switch))
+        .label(match recipe.style {
+            Style::Generate => "集句",
+            Style::Jiju => "原创",
+        })
         .style(serenity::ButtonStyle::Secondary);
     let options = result.candidates[0]
         .lines
@@ -177,7 +236,7 @@ pub(crate) fn components(result: &PoemResult, recipe: &Recipe) -> Vec<serenity::
     )
     .placeholder("换一句……");
     vec![
-        serenity::CreateActionRow::Buttons(vec![again]),
+        serenity::CreateActionRow::Buttons(vec![again, other]),
         serenity::CreateActionRow::SelectMenu(menu),
     ]
 }
@@ -189,17 +248,28 @@ mod tests {
     #[test]
     fn ids_round_trip_and_fit() {
         let recipe = Recipe {
+            style: Style::Generate,
             form: Form::QiJue,
             acrostic: Some("春江花月".into()),
             keywords: vec!["春风".into(), "明月".into()],
         };
-        for action in [Action::Again, Action::Line] {
-            assert_eq!(
-                Recipe::parse(&recipe.id(action)),
-                Some((action, recipe.clone()))
-            );
+        for recipe in [recipe.clone(), recipe.switched()] {
+            for action in [Action::Again, Action::Line, Action::Switch] {
+                assert_eq!(
+                    Recipe::parse(&recipe.id(action)),
+                    Some((action, recipe.clone()))
+                );
+            }
         }
+        assert_eq!(recipe.switched().style, Style::Jiju);
+        assert_eq!(recipe.switched().switched(), recipe);
+        // Ids written before the styles came read as a written poem's.
+        assert_eq!(
+            Recipe::parse("yingshi:again:七绝:春江花月:春风 明月"),
+            Some((Action::Again, recipe.clone()))
+        );
         let many = Recipe {
+            style: Style::Jiju,
             form: Form::WuLv,
             acrostic: None,
             keywords: (0..60).map(|i| format!("词{i}")).collect(),
@@ -215,7 +285,27 @@ mod tests {
     #[test]
     fn poem_lines_read_back_what_the_embed_shows() {
         let lines = vec!["白日依山尽".to_string(), "黄河入海流".to_string()];
-        let text = format!("意象：春风 `0.31`\n\n{}", verse(&lines));
+        let mut poem = Candidate::new(lines.clone(), 0.0, Vec::new(), 0);
+        let text = format!("意象：春风 `0.31`\n\n{}", verse(&poem));
+        assert_eq!(poem_lines(&text), lines);
+        let source = |poet: &str, title: &str| crate::poem::LineSource {
+            poet: poet.into(),
+            title: title.into(),
+            dynasty: "唐".into(),
+        };
+        poem.sources = vec![
+            source("王之涣", "登鹳雀楼"),
+            source("佚名", &"长".repeat(40)),
+        ];
+        let text = verse(&poem);
+        assert!(
+            text.contains("**白日依山尽**　*王之涣《登鹳雀楼》*"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("《{}…》", "长".repeat(MAX_TITLE_CHARS))),
+            "{text}"
+        );
         assert_eq!(poem_lines(&text), lines);
     }
 }

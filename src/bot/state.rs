@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::bounds;
 use crate::error::StateError;
 use crate::keywords::KeywordList;
-use crate::poem::{Form, PoetChoice};
+use crate::poem::{Form, PoetChoice, Style};
 
 /// A channel's settings; `None` means the bot's default from the config.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -28,6 +28,9 @@ pub(crate) struct ChannelSettings {
     /// Who writes this channel's poems; `None`: poem.poet.
     #[serde(default)]
     pub(crate) poet: Option<PoetChoice>,
+    /// Written or 集句; `None`: poem.style.
+    #[serde(default)]
+    pub(crate) style: Option<Style>,
     pub(crate) candidates: Option<usize>,
     /// Whether photo posts get a poem without a mention.
     pub(crate) auto_reply: bool,
@@ -37,7 +40,7 @@ pub(crate) struct ChannelSettings {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub(crate) enum SettingError {
-    #[error("unknown setting `{0}`; the settings are top_k, form, poet, candidates, auto_reply, user_cooldown")]
+    #[error("unknown setting `{0}`; the settings are top_k, form, poet, style, candidates, auto_reply, user_cooldown")]
     UnknownKey(String),
     #[error("`{key}` must be a whole number from {min} to {max}; `{value}` is not")]
     OutOfRange {
@@ -96,6 +99,14 @@ impl ChannelSettings {
                 )
             }
             "poet" => self.poet = Some(value.trim().parse().map_err(|_| bad("poet", "t5 or llm"))?),
+            "style" => {
+                self.style = Some(
+                    value
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad("style", "generate or jiju (集句)"))?,
+                )
+            }
             "auto_reply" => {
                 self.auto_reply = match value.trim() {
                     "on" | "true" | "yes" | "开" => true,

@@ -10,7 +10,7 @@ use crate::bot::ratelimit::RateLimits;
 use crate::bot::state::{ChannelSettings, ChannelState, SaveError, SettingError};
 use crate::config::Config;
 use crate::pipeline::PoemOptions;
-use crate::poem::Form;
+use crate::poem::{Form, Style};
 use crate::worker::{Worker, WorkerError};
 
 pub(crate) struct Data {
@@ -23,6 +23,8 @@ pub(crate) struct Data {
     pub(crate) downloader: Downloader,
     /// Whether the pipeline has a chat LLM, so channels may choose `poet = llm`.
     pub(crate) llm_loaded: bool,
+    /// Whether the 集句 poet's files loaded, so channels may choose `style = jiju`.
+    pub(crate) jiju_loaded: bool,
 }
 
 pub(crate) type Context<'a> = poise::Context<'a, Arc<Data>, BotError>;
@@ -57,11 +59,13 @@ impl Data {
     pub(crate) fn options(
         &self,
         settings: &ChannelSettings,
+        style: Option<Style>,
         form: Option<Form>,
         candidates: Option<usize>,
         acrostic: Option<String>,
     ) -> PoemOptions {
         PoemOptions {
+            style: style.or(settings.style).unwrap_or(self.config.poem.style),
             poet: settings.poet.unwrap_or(self.config.poem.poet),
             form: form.or(settings.form).unwrap_or(self.config.poem.form),
             acrostic,

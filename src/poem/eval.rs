@@ -12,7 +12,7 @@ use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use super::{checker, Candidate, Form, PoemRequest, Poet, Sampling};
+use super::{checker, Candidate, Form, JijuPoet, PoemRequest, Poet, Sampling};
 use crate::error::{PoemError, ReadingError};
 
 /// One line of `training/heldout_poems.jsonl`: a held-out corpus poem's
@@ -163,6 +163,96 @@ pub fn best_poems(
         }
     }
     Ok(best)
+}
+
+/// The 集句 poet's quality table. The strict check, one line a poem, distinct
+/// rhyme characters and keywords only as words hold by construction (the
+/// beam allows nothing else): counted here so that a change that breaks one
+/// shows. Keyword use is measured, over the keywords some line of the index
+/// holds as a word at that length (the others cannot be used).
+#[derive(Debug, Default, Serialize)]
+pub struct JijuReport {
+    pub(crate) poems: usize,
+    pub(crate) strict_pass: f64,
+    /// Given keywords used (as words of a line's rhythm), over all given keywords.
+    pub(crate) keywords_used: f64,
+    /// The same over the keywords some line of the index holds as a word.
+    pub(crate) keywords_used_where_found: f64,
+    pub(crate) keywords_found: usize,
+    /// Poems in which two lines carry the same credit (poet, title, dynasty).
+    pub(crate) poems_crediting_one_poem_twice: usize,
+    /// Poems whose rhyming lines end in one character twice.
+    pub(crate) poems_repeating_a_rhyme: usize,
+    pub(crate) ms_per_poem: f64,
+}
+
+pub fn evaluate_jiju(
+    jiju: &JijuPoet,
+    cases: &[EvalCase],
+    sampling: Sampling,
+    candidates: usize,
+) -> Result<JijuReport, PoemError> {
+    let start = std::time::Instant::now();
+    let poems = best_jiju_poems(jiju, cases, sampling, candidates, 0)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let mut r = JijuReport::default();
+    let (mut pass, mut given, mut used, mut used_found) = (0, 0, 0, 0);
+    for (case, best) in cases.iter().zip(&poems) {
+        pass += usize::from(checker::check_lines(&best.lines).pass);
+        given += case.keywords.len();
+        used += best.keywords_used.len();
+        for k in &case.keywords {
+            if jiju.holds_as_word(k, case.form.chars_per_line()) {
+                r.keywords_found += 1;
+                used_found += usize::from(best.keywords_used.contains(k));
+            }
+        }
+        let credits: HashSet<_> = best.sources.iter().collect();
+        r.poems_crediting_one_poem_twice += usize::from(credits.len() < best.sources.len());
+        let rhymes: Vec<char> = best
+            .lines
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .filter_map(|l| l.chars().last())
+            .collect();
+        let distinct: HashSet<&char> = rhymes.iter().collect();
+        r.poems_repeating_a_rhyme += usize::from(distinct.len() < rhymes.len());
+    }
+    let n = cases.len().max(1) as f64;
+    r.poems = cases.len();
+    r.strict_pass = pass as f64 / n;
+    r.keywords_used = used as f64 / given.max(1) as f64;
+    r.keywords_used_where_found = used_found as f64 / r.keywords_found.max(1) as f64;
+    r.ms_per_poem = seconds * 1000.0 / n;
+    Ok(r)
+}
+
+/// The best 集句 poem for each case, as `yingshi poem --style jiju` makes it
+/// for the case's form and keywords with the seed `seed + i`.
+pub fn best_jiju_poems(
+    jiju: &JijuPoet,
+    cases: &[EvalCase],
+    sampling: Sampling,
+    candidates: usize,
+    seed: u64,
+) -> Result<Vec<Candidate>, PoemError> {
+    cases
+        .iter()
+        .enumerate()
+        .map(|(i, case)| {
+            let request = PoemRequest {
+                form: case.form,
+                keywords: case.keywords.clone(),
+                acrostic: None,
+                candidates,
+                seed: seed.wrapping_add(i as u64),
+            };
+            let mut poems = crate::device::on_cpu_pool(|| jiju.write(&request))?;
+            super::rank(&mut poems, super::ScoreWeights::of_poet(sampling));
+            Ok(poems.swap_remove(0))
+        })
+        .collect()
 }
 
 /// The lines of `ours` that nearly copy a line of `corpus`: a 7-character

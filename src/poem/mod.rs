@@ -6,6 +6,7 @@
 //! - [`decode`]: the T5's line-by-line constrained sampling of N candidates ([`sample`]).
 //! - [`ngram`]: the character n-gram the T5's probabilities are mixed with.
 //! - `llm` (feature `llm`): a chat LLM on mistral.rs, under the same rules.
+//! - [`jiju`]: 集句, poems of real corpus lines, credited, chosen by a judge of coherence.
 //! - [`rhyme`]: the 平水韵 table (tones and rhyme groups).
 //! - [`meter`]: the tone templates of the four forms.
 //! - [`novelty`]: the training corpus's lines, so no line is copied.
@@ -18,6 +19,7 @@ pub mod checker;
 mod decode;
 pub mod eval;
 mod form;
+pub mod jiju;
 #[cfg(feature = "llm")]
 mod llm;
 pub(crate) mod meter;
@@ -37,10 +39,11 @@ use candle_core::{DType, Device};
 use crate::device::on_cpu_pool;
 
 pub use form::Form;
+pub use jiju::{JijuPoet, LineSource};
 #[cfg(feature = "llm")]
 pub use llm::{LlmPoet, LlmSpec};
 pub(crate) use request::{rank, ScoreWeights};
-pub use request::{Candidate, LineRequest, PoemRequest, PoetChoice, Sampling};
+pub use request::{Candidate, LineRequest, PoemRequest, PoetChoice, Sampling, Style};
 
 use crate::error::{ModelError, PoemError};
 use rules::{CharTones, Rules};

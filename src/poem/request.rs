@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::Form;
+use super::{Form, LineSource};
 
 /// Which poet writes: the embedded T5, or a chat LLM hosted by mistral.rs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -40,6 +40,45 @@ impl FromStr for PoetChoice {
             "t5" => Ok(PoetChoice::T5),
             "llm" => Ok(PoetChoice::Llm),
             _ => Err(format!("unknown poet '{s}': expected t5 or llm")),
+        }
+    }
+}
+
+/// How a poem is made: written character by character by a poet (the T5 or
+/// the LLM), or 集句, assembled from real lines of the corpus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Style {
+    #[default]
+    Generate,
+    Jiju,
+}
+
+impl Style {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Style::Generate => "generate",
+            Style::Jiju => "jiju",
+        }
+    }
+}
+
+impl fmt::Display for Style {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Style {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "generate" => Ok(Style::Generate),
+            "jiju" | "集句" => Ok(Style::Jiju),
+            _ => Err(format!(
+                "unknown style '{s}': expected generate or jiju (集句)"
+            )),
         }
     }
 }
@@ -92,6 +131,9 @@ pub struct Candidate {
     pub(crate) photo_similarity: Option<f64>,
     /// The rerank score, set by [`rank`]; the best candidate has the highest.
     pub score: f64,
+    /// 集句: where each line comes from (empty for a written poem).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<LineSource>,
 }
 
 impl Candidate {
@@ -113,6 +155,7 @@ impl Candidate {
             keyword_share,
             photo_similarity: None,
             score: mean_logprob,
+            sources: Vec::new(),
         }
     }
 }

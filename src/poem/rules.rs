@@ -312,6 +312,11 @@ impl Verse {
         })
     }
 
+    /// The groups the rhymes so far share; `None` before the first rhyme.
+    pub(crate) fn rhyme(&self) -> Option<&[RhymeGroup]> {
+        self.rhyme.as_deref()
+    }
+
     /// The index of the line being written.
     pub(crate) fn line(&self) -> usize {
         self.lines.len()
@@ -474,7 +479,7 @@ fn slots_of(template: Template) -> Arc<Vec<Vec<Slot>>> {
 /// for seven, the closing three read as 2+1 or 1+2. Two characters start at
 /// an even place or make the last two; three open the line or close it;
 /// longer ones fill its head or its tail.
-fn starts_word(pos: usize, len: usize, n: usize) -> bool {
+pub(crate) fn starts_word(pos: usize, len: usize, n: usize) -> bool {
     if pos + len > n {
         return false;
     }

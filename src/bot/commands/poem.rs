@@ -1,4 +1,4 @@
-//! `/poem [keywords] [image] [form] [acrostic] [candidates]`.
+//! `/poem [keywords] [image] [form] [style] [acrostic] [candidates]`.
 
 use poise::serenity_prelude as serenity;
 
@@ -6,7 +6,7 @@ use crate::bot::reply::{self, Recipe};
 use crate::bot::types::{BotError, Context};
 use crate::config::{bounds, out_of};
 use crate::pipeline::Request;
-use crate::poem::Form;
+use crate::poem::{Form, Style};
 
 #[derive(Debug, Clone, Copy, poise::ChoiceParameter)]
 pub(crate) enum FormChoice {
@@ -27,6 +27,23 @@ impl From<FormChoice> for Form {
             FormChoice::QiJue => Form::QiJue,
             FormChoice::WuLv => Form::WuLv,
             FormChoice::QiLv => Form::QiLv,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, poise::ChoiceParameter)]
+pub(crate) enum StyleChoice {
+    #[name = "原创"]
+    Generate,
+    #[name = "集句"]
+    Jiju,
+}
+
+impl From<StyleChoice> for Style {
+    fn from(c: StyleChoice) -> Style {
+        match c {
+            StyleChoice::Generate => Style::Generate,
+            StyleChoice::Jiju => Style::Jiju,
         }
     }
 }
@@ -64,6 +81,7 @@ pub(crate) async fn poem(
     keywords: Option<String>,
     #[description = "一张照片"] image: Option<serenity::Attachment>,
     #[description = "体裁"] form: Option<FormChoice>,
+    #[description = "原创，或集句（集古人诗句成篇，逐句注明出处）"] style: Option<StyleChoice>,
     #[description = "藏头诗：每句开头的字，如：春江花月"] acrostic: Option<String>,
     // Discord enforces config::bounds::CANDIDATES here; the handler checks again.
     #[description = "候选首数（1–32）"]
@@ -91,10 +109,12 @@ pub(crate) async fn poem(
     let settings = data.state.get(ctx.channel_id().get());
     let options = data.options(
         &settings,
+        style.map(Style::from),
         form.map(Form::from),
         candidates.map(|c| c as usize),
         acrostic.clone(),
     );
+    let style = options.style;
     let job = match &image {
         Some(attachment) => {
             let bytes = data
@@ -133,7 +153,7 @@ pub(crate) async fn poem(
         .embed(reply::embed(&result, thumbnail))
         .components(reply::components(
             &result,
-            &Recipe::of(&result, acrostic.as_deref()),
+            &Recipe::of(&result, style, acrostic.as_deref()),
         ));
     match waiting {
         Some(handle) => handle.edit(ctx, reply).await?,
