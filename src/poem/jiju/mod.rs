@@ -51,8 +51,11 @@ pub const INDEX_FILE: &str = "lines.tsv.gz";
 const LINES_PER_KEYWORD: usize = 200;
 /// Lines of the keyword lines' own poems borrowed at most.
 const COMPANIONS: usize = 800;
-/// Lines drawn at random from the whole index.
-const FILLERS: usize = 800;
+/// Lines drawn at random from the whole index, for each line of the form.
+const FILLERS_PER_LINE: usize = 300;
+/// A rhyme group may open a poem when this many borrowed lines, for each
+/// rhyme the form needs, end in it: a narrow group would starve the later rhymes.
+const LINES_PER_RHYME: usize = 10;
 /// Drafts kept at each line.
 const BEAM: usize = 8;
 /// Continuations of one draft considered for the beam.
@@ -160,20 +163,55 @@ impl JijuPoet {
     pub fn write(&self, request: &PoemRequest) -> Result<Vec<Candidate>, PoemError> {
         let keywords = keyword_chars(&request.keywords);
         let ask = ask_of(request, &keywords)?;
-        let mut rng = StdRng::seed_from_u64(request.seed);
         let pool = self.index.pool(ask.form.chars_per_line());
-        let borrowed = self.borrow(pool, &ask, &[], &mut rng);
-        let templates = acrostic_templates(&ask);
+        let count = ask.form.lines();
+        // A beam that dies (rare: a 律诗's eight lines may leave no line that
+        // shares no character with them) starts again with more lines to borrow.
+        for fillers in [FILLERS_PER_LINE * count, 4 * FILLERS_PER_LINE * count] {
+            let mut rng = StdRng::seed_from_u64(request.seed);
+            let borrowed = self.borrow(pool, &ask, &[], fillers, &mut rng);
+            let Some(drafts) = self.fill(&borrowed, &ask, request.candidates, &mut rng) else {
+                continue;
+            };
+            let mut seen = HashSet::new();
+            return Ok(drafts
+                .into_iter()
+                .filter(|d| seen.insert(d.lines.clone()))
+                .take(request.candidates.max(1))
+                .map(|d| {
+                    let lines: Vec<&Borrowed> = d.lines.iter().map(|&b| &borrowed[b]).collect();
+                    self.candidate(
+                        &lines,
+                        d.logprob / (count - 1) as f64,
+                        &request.keywords,
+                        &keywords,
+                    )
+                })
+                .collect());
+        }
+        Err(PoemError::NoPoem)
+    }
+
+    /// The beam over the borrowed lines: the finished drafts, best first, or
+    /// `None` when no draft could be finished.
+    fn fill(
+        &self,
+        borrowed: &[Borrowed],
+        ask: &Ask,
+        candidates: usize,
+        rng: &mut StdRng,
+    ) -> Option<Vec<Draft>> {
         let count = ask.form.lines();
         let opening_noise: Vec<f32> = (0..borrowed.len())
             .map(|_| rng.random::<f32>() * OPENING_JITTER)
             .collect();
-        let mut drafts: Vec<Draft> = templates
+        let opening_rhymes = wide_rhymes(borrowed, ask.form);
+        let mut drafts: Vec<Draft> = acrostic_templates(ask)
             .into_iter()
             .map(|template| Draft {
                 template,
                 lines: Vec::new(),
-                rhyme: None,
+                rhyme: opening_rhymes.clone(),
                 scene: Scene::default(),
                 keywords: 0,
                 logprob: 0.0,
@@ -184,34 +222,17 @@ impl JijuPoet {
             let mut next: Vec<Draft> = drafts
                 .par_iter()
                 .flat_map_iter(|draft| {
-                    self.extend(draft, &borrowed, &ask, i, &opening_noise)
+                    self.extend(draft, borrowed, ask, i, &opening_noise)
                         .into_iter()
                 })
                 .collect();
             next.sort_by(|a, b| b.objective.total_cmp(&a.objective));
-            drafts = next
-                .into_iter()
-                .take(BEAM.max(request.candidates))
-                .collect();
+            drafts = next.into_iter().take(BEAM.max(candidates)).collect();
             if drafts.is_empty() {
-                return Err(PoemError::NoPoem);
+                return None;
             }
         }
-        let mut seen = HashSet::new();
-        Ok(drafts
-            .into_iter()
-            .filter(|d| seen.insert(d.lines.clone()))
-            .take(request.candidates.max(1))
-            .map(|d| {
-                let lines: Vec<&Borrowed> = d.lines.iter().map(|&b| &borrowed[b]).collect();
-                self.candidate(
-                    &lines,
-                    d.logprob / (count - 1) as f64,
-                    &request.keywords,
-                    &keywords,
-                )
-            })
-            .collect())
+        Some(drafts)
     }
 
     /// 换一句: other real lines for line `request.line`, the others kept, best first.
@@ -232,7 +253,7 @@ impl JijuPoet {
             .collect();
         let kept_poems: HashSet<u32> = kept_ids.iter().map(|&id| pool.entry(id).poem).collect();
         let mut rng = StdRng::seed_from_u64(request.poem.seed);
-        let borrowed = self.borrow(pool, &ask, &kept_ids, &mut rng);
+        let borrowed = self.borrow(pool, &ask, &kept_ids, FILLERS_PER_LINE * count, &mut rng);
         let others: Vec<&[char]> = kept
             .iter()
             .enumerate()
@@ -331,6 +352,7 @@ impl JijuPoet {
         pool: &LinePool,
         ask: &Ask,
         neighbours: &[LineId],
+        fillers: usize,
         rng: &mut StdRng,
     ) -> Vec<Borrowed> {
         let n = ask.form.chars_per_line();
@@ -362,7 +384,7 @@ impl JijuPoet {
             .collect();
         companions.shuffle(rng);
         chosen.extend(companions.into_iter().take(COMPANIONS));
-        chosen.extend((0..FILLERS).map(|_| LineId(rng.random_range(0..pool.len() as u32))));
+        chosen.extend((0..fillers).map(|_| LineId(rng.random_range(0..pool.len() as u32))));
         chosen.sort_unstable();
         chosen.dedup();
         chosen
@@ -581,6 +603,25 @@ fn rhyme_fits(b: &Borrowed, template: &Template, i: usize, rhyme: Option<&[Rhyme
         Some(groups) => end.level_groups.iter().any(|g| groups.contains(g)),
         None => !end.level_groups.is_empty(),
     }
+}
+
+/// The groups a poem's first rhyme may take: those enough borrowed lines end
+/// in (`None`, any group, when none is that wide).
+fn wide_rhymes(borrowed: &[Borrowed], form: Form) -> Option<Vec<RhymeGroup>> {
+    let rhymes = form.lines() / 2 + 1;
+    let mut counts: std::collections::HashMap<RhymeGroup, usize> = Default::default();
+    for b in borrowed {
+        for &g in &b.tones[b.tones.len() - 1].level_groups {
+            *counts.entry(g).or_default() += 1;
+        }
+    }
+    let mut wide: Vec<RhymeGroup> = counts
+        .into_iter()
+        .filter(|&(_, n)| n >= LINES_PER_RHYME * rhymes)
+        .map(|(g, _)| g)
+        .collect();
+    wide.sort();
+    (!wide.is_empty()).then_some(wide)
 }
 
 fn shared_rhyme(b: &Borrowed, rhyme: Option<&[RhymeGroup]>) -> Vec<RhymeGroup> {
