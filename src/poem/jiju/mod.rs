@@ -49,10 +49,18 @@ pub const INDEX_FILE: &str = "lines.tsv.gz";
 
 /// Lines borrowed for each keyword (and each acrostic character) at most.
 const LINES_PER_KEYWORD: usize = 200;
-/// Lines of the keyword lines' own poems borrowed at most.
-const COMPANIONS: usize = 800;
-/// Lines drawn at random from the whole index, for each line of the form.
-const FILLERS_PER_LINE: usize = 300;
+/// Lines of the keyword lines' own poems borrowed at most: they share the
+/// keyword lines' scene and mood, so most of a poem is drawn from them.
+const COMPANIONS: usize = 2000;
+/// Lines drawn at random from the whole index, for each line of the form, so
+/// that the rules can always be met; each retry of a dying beam draws four
+/// times as many.
+const FILLERS_PER_LINE: usize = 60;
+/// What a line loses for each word of its rhythm that hardly any other line
+/// of the index uses (萍实, 崖腰, 心天: readers find such lines odd).
+const RARE_WORD_PRIOR: f32 = 1.0;
+/// A word of the rhythm is rare when fewer lines than this hold it.
+const RARE_WORD_LINES: u32 = 3;
 /// A rhyme group may open a poem when this many borrowed lines, for each
 /// rhyme the form needs, end in it: a narrow group would starve the later rhymes.
 const LINES_PER_RHYME: usize = 10;
@@ -85,10 +93,19 @@ struct Borrowed {
     scene: Scene,
     /// The request's keywords it holds as words, one bit each.
     keywords: u32,
+    /// Words of its rhythm that fewer than `RARE_WORD_LINES` lines of the index hold.
+    rare_words: u32,
     read: CandidateRead,
 }
 
 impl Borrowed {
+    /// Whether it may stand at line `i` of a draft whose rhyming lines end in `rhymes`:
+    /// the template's tones, the ending it needs, a rhyme not used before.
+    fn fits_at(&self, template: &Template, i: usize, rhymes: &[char]) -> bool {
+        self.fits(template, i)
+            && !(template.rhymes(i) && rhymes.contains(&self.text[self.text.len() - 1]))
+    }
+
     /// Whether it fits line `i` of the template by tone, and ends as that line must.
     fn fits(&self, template: &Template, i: usize) -> bool {
         let slots = line_slots(
@@ -109,7 +126,7 @@ impl Borrowed {
     /// it had in its own poem.
     fn prior(&self, i: usize, count: usize) -> f32 {
         let role = |first: bool, last: bool| (first as u8) | (last as u8) << 1;
-        let mut prior = 0.0;
+        let mut prior = -RARE_WORD_PRIOR * self.rare_words as f32;
         if role(self.place == 0, self.last) == role(i == 0, i + 1 == count) {
             prior += ROLE_PRIOR;
         }
@@ -167,7 +184,7 @@ impl JijuPoet {
         let count = ask.form.lines();
         // A beam that dies (rare: a 律诗's eight lines may leave no line that
         // shares no character with them) starts again with more lines to borrow.
-        for fillers in [FILLERS_PER_LINE * count, 4 * FILLERS_PER_LINE * count] {
+        for fillers in [1, 4, 16].map(|times| times * FILLERS_PER_LINE * count) {
             let mut rng = StdRng::seed_from_u64(request.seed);
             let borrowed = self.borrow(pool, &ask, &[], fillers, &mut rng);
             let Some(drafts) = self.fill(&borrowed, &ask, request.candidates, &mut rng) else {
@@ -264,6 +281,12 @@ impl JijuPoet {
             .iter()
             .try_fold(Scene::default(), |s, l| s.join(scene_of(l)))
             .unwrap_or_default();
+        let rhymes: Vec<char> = kept
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != k && verse.template.rhymes(j))
+            .map(|(_, l)| l[l.len() - 1])
+            .collect();
         let keywords_kept = others
             .iter()
             .fold(0, |mask, l| mask | keyword_mask(l, &keywords));
@@ -276,7 +299,7 @@ impl JijuPoet {
             .filter(|b| {
                 b.text != kept[k]
                     && !kept_poems.contains(&b.poem)
-                    && b.fits(&verse.template, k)
+                    && b.fits_at(&verse.template, k, &rhymes)
                     && ask.acrostic.as_ref().is_none_or(|a| b.text[0] == a[k])
                     && rhyme_fits(b, &verse.template, k, verse.rhyme())
                     && chars_fit(&ask, &others, &b.text, &[])
@@ -387,6 +410,7 @@ impl JijuPoet {
         chosen.extend((0..fillers).map(|_| LineId(rng.random_range(0..pool.len() as u32))));
         chosen.sort_unstable();
         chosen.dedup();
+        let uses = word_uses(pool, chosen.iter().map(|&id| pool.text(id)));
         chosen
             .into_par_iter()
             .filter_map(|id| {
@@ -400,6 +424,9 @@ impl JijuPoet {
                 Some(Borrowed {
                     scene: scene_of(&text),
                     keywords: keyword_mask(&text, ask.keywords),
+                    rare_words: rhythm_words(&text)
+                        .filter(|w| uses.get(w).copied().unwrap_or(0) < RARE_WORD_LINES)
+                        .count() as u32,
                     read: self.judge.read_candidate(&text),
                     poem: entry.poem,
                     place: entry.place,
@@ -433,12 +460,18 @@ impl JijuPoet {
             .as_ref()
             .map(|a| a[i + 1..].to_vec())
             .unwrap_or_default();
+        let rhymes: Vec<char> = lines
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| draft.template.rhymes(j))
+            .map(|(_, l)| l[l.len() - 1])
+            .collect();
         let context = (i > 0).then(|| self.judge.read_context(&lines));
         let mut options: Vec<(f32, usize)> = borrowed
             .iter()
             .enumerate()
             .filter(|(_, b)| {
-                b.fits(&draft.template, i)
+                b.fits_at(&draft.template, i, &rhymes)
                     && !poems.contains(&b.poem)
                     && ask.acrostic.as_ref().is_none_or(|a| b.text[0] == a[i])
                     && rhyme_fits(b, &draft.template, i, draft.rhyme.as_deref())
@@ -561,6 +594,28 @@ fn acrostic_templates(ask: &Ask) -> Vec<Template> {
     } else {
         fitting
     }
+}
+
+/// The two-character words of a line's rhythm: 2|2 for five characters, 2|2|2 for seven.
+fn rhythm_words(line: &[char]) -> impl Iterator<Item = [char; 2]> + '_ {
+    line.chunks_exact(2).map(|w| [w[0], w[1]])
+}
+
+/// How many lines of the pool hold each of the rhythm words of `lines` among their own.
+fn word_uses<'a>(
+    pool: &LinePool,
+    lines: impl Iterator<Item = &'a [char]>,
+) -> std::collections::HashMap<[char; 2], u32> {
+    let mut uses: std::collections::HashMap<[char; 2], u32> =
+        lines.flat_map(rhythm_words).map(|w| (w, 0)).collect();
+    for id in pool.ids() {
+        for w in rhythm_words(pool.text(id)) {
+            if let Some(count) = uses.get_mut(&w) {
+                *count += 1;
+            }
+        }
+    }
+    uses
 }
 
 /// Whether `line` holds `word` as one word of its rhythm.
