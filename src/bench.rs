@@ -43,13 +43,7 @@ impl PoemBench<'_> {
 
     /// Writes `poems` poems of `candidates` candidates each, after one warm-up poem.
     pub fn run_rust(&self, poet: &mut Poet) -> Result<PoemTiming, Error> {
-        let request = |seed| PoemRequest {
-            form: self.form,
-            keywords: self.keywords.clone(),
-            acrostic: None,
-            candidates: self.candidates,
-            seed,
-        };
+        let request = |seed| timed_request(self.form, &self.keywords, self.candidates, seed);
         poet.write(&request(0), self.sampling)?;
         let start = Instant::now();
         for seed in 0..self.poems {
@@ -80,6 +74,17 @@ impl PoemBench<'_> {
     }
 }
 
+/// A poem request of the timed runs.
+fn timed_request(form: Form, keywords: &[String], candidates: usize, seed: u64) -> PoemRequest {
+    PoemRequest {
+        form,
+        keywords: keywords.to_vec(),
+        acrostic: None,
+        candidates,
+        seed,
+    }
+}
+
 /// The 集句 poet's poems, warm (it has no Python reference).
 pub struct JijuBench {
     pub form: Form,
@@ -91,13 +96,7 @@ pub struct JijuBench {
 impl JijuBench {
     /// Milliseconds a poem, after one warm-up poem, on the models' thread pool as served.
     pub fn run(&self, jiju: &JijuPoet) -> Result<f64, Error> {
-        let request = |seed| PoemRequest {
-            form: self.form,
-            keywords: self.keywords.clone(),
-            acrostic: None,
-            candidates: self.candidates,
-            seed,
-        };
+        let request = |seed| timed_request(self.form, &self.keywords, self.candidates, seed);
         let write = |seed| on_cpu_pool(|| jiju.write(&request(seed)));
         write(0)?;
         let start = Instant::now();

@@ -163,23 +163,7 @@ impl Plan {
 
     /// The templates an acrostic's characters fit (all four without one, or when none fits).
     pub(crate) fn templates(&self) -> Vec<Template> {
-        let all = Template::all(self.form);
-        let Some(a) = &self.acrostic else {
-            return all.to_vec();
-        };
-        let fitting: Vec<Template> = all
-            .into_iter()
-            .filter(|t| {
-                a.iter()
-                    .enumerate()
-                    .all(|(i, &c)| CharTones::of(c).is_some_and(|ct| ct.fits(t.line(i)[0])))
-            })
-            .collect();
-        if fitting.is_empty() {
-            all.to_vec()
-        } else {
-            fitting
-        }
+        acrostic_templates(self.form, self.acrostic.as_deref())
     }
 
     /// The keywords a poem's lines contain, each inside one line.
@@ -463,6 +447,28 @@ impl Verse {
         let text: String = self.current.drain(..).collect();
         self.lines.push(text);
         self.pending.clear();
+    }
+}
+
+/// The templates of `form` whose line heads an acrostic's characters fit
+/// (all four without one, or when none fits).
+pub(crate) fn acrostic_templates(form: Form, acrostic: Option<&[char]>) -> Vec<Template> {
+    let all = Template::all(form);
+    let Some(a) = acrostic else {
+        return all.to_vec();
+    };
+    let fitting: Vec<Template> = all
+        .into_iter()
+        .filter(|t| {
+            a.iter()
+                .enumerate()
+                .all(|(i, &c)| CharTones::of(c).is_some_and(|ct| ct.fits(t.line(i)[0])))
+        })
+        .collect();
+    if fitting.is_empty() {
+        all.to_vec()
+    } else {
+        fitting
     }
 }
 

@@ -40,7 +40,7 @@ use self::judge::{CandidateRead, Judge};
 use self::scene::{scene_of, Scene};
 use super::meter::{line_slots, Template};
 use super::rhyme::RhymeGroup;
-use super::rules::{starts_word, CharTones, Verse};
+use super::rules::{acrostic_templates, starts_word, CharTones, Verse};
 use super::{Candidate, Form, LineRequest, PoemRequest};
 use crate::error::{LineIndexError, PoemError};
 
@@ -223,7 +223,7 @@ impl JijuPoet {
             .map(|_| rng.random::<f32>() * OPENING_JITTER)
             .collect();
         let opening_rhymes = wide_rhymes(borrowed, ask.form);
-        let mut drafts: Vec<Draft> = acrostic_templates(ask)
+        let mut drafts: Vec<Draft> = acrostic_templates(ask.form, ask.acrostic.as_deref())
             .into_iter()
             .map(|template| Draft {
                 template,
@@ -573,27 +573,6 @@ fn ask_of<'a>(request: &PoemRequest, keywords: &'a [Vec<char>]) -> Result<Ask<'a
         keywords,
         acrostic,
     })
-}
-
-/// The templates whose line heads an acrostic's characters fit (all four without one, or when none fits).
-fn acrostic_templates(ask: &Ask) -> Vec<Template> {
-    let all = Template::all(ask.form);
-    let Some(a) = &ask.acrostic else {
-        return all.to_vec();
-    };
-    let fitting: Vec<Template> = all
-        .into_iter()
-        .filter(|t| {
-            a.iter()
-                .enumerate()
-                .all(|(i, &c)| CharTones::of(c).is_some_and(|ct| ct.fits(t.line(i)[0])))
-        })
-        .collect();
-    if fitting.is_empty() {
-        all.to_vec()
-    } else {
-        fitting
-    }
 }
 
 /// The two-character words of a line's rhythm: 2|2 for five characters, 2|2|2 for seven.
