@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -286,6 +286,7 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="use only the first N poems (smoke runs)")
     ap.add_argument("--reference", help="also write the Rust test's reference scores here")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", help="go on from the judge in this directory (its judge_chars.txt must be the index's)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -309,6 +310,11 @@ def main():
     print(f"{len(train)} poems to train on ({len(train_examples)} examples), {len(valid)} held out", flush=True)
 
     model = Judge(len(chars) + 2)
+    if args.init:
+        init = Path(args.init)
+        if (init / "judge_chars.txt").read_text(encoding="utf-8").split("\n")[:-1] != chars:
+            raise SystemExit(f"{init}: its characters are not this index's")
+        model.load_state_dict(load_file(str(init / "judge.safetensors")))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     steps = args.epochs * math.ceil(len(train_examples) / args.batch) + 14 * args.epochs
     start, step = time.time(), 0

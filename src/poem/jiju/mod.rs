@@ -61,6 +61,9 @@ const FILLERS_PER_LINE: usize = 60;
 const RARE_WORD_PRIOR: f32 = 1.0;
 /// A word of the rhythm is rare when fewer lines than this hold it.
 const RARE_WORD_LINES: u32 = 3;
+/// What a line of a Buddhist 偈颂 or 颂古 loses: teaching verse, not lyric,
+/// whose lines read as sermons beside the others' (1.5 % of the index).
+const SERMON_PRIOR: f32 = 1.0;
 /// A rhyme group may open a poem when this many borrowed lines, for each
 /// rhyme the form needs, end in it: a narrow group would starve the later rhymes.
 const LINES_PER_RHYME: usize = 10;
@@ -95,6 +98,8 @@ struct Borrowed {
     keywords: u32,
     /// Words of its rhythm that fewer than `RARE_WORD_LINES` lines of the index hold.
     rare_words: u32,
+    /// Whether its poem is a 偈颂 or 颂古.
+    sermon: bool,
     read: CandidateRead,
 }
 
@@ -127,6 +132,9 @@ impl Borrowed {
     fn prior(&self, i: usize, count: usize) -> f32 {
         let role = |first: bool, last: bool| (first as u8) | (last as u8) << 1;
         let mut prior = -RARE_WORD_PRIOR * self.rare_words as f32;
+        if self.sermon {
+            prior -= SERMON_PRIOR;
+        }
         if role(self.place == 0, self.last) == role(i == 0, i + 1 == count) {
             prior += ROLE_PRIOR;
         }
@@ -427,6 +435,7 @@ impl JijuPoet {
                     rare_words: rhythm_words(&text)
                         .filter(|w| uses.get(w).copied().unwrap_or(0) < RARE_WORD_LINES)
                         .count() as u32,
+                    sermon: is_sermon(&self.index.source(entry.poem).title),
                     read: self.judge.read_candidate(&text),
                     poem: entry.poem,
                     place: entry.place,
@@ -573,6 +582,11 @@ fn ask_of<'a>(request: &PoemRequest, keywords: &'a [Vec<char>]) -> Result<Ask<'a
         keywords,
         acrostic,
     })
+}
+
+/// Whether a title names a Buddhist teaching verse: 偈颂, 颂古, 颂.
+fn is_sermon(title: &str) -> bool {
+    title.contains('偈') || title.contains("颂古") || title.starts_with('颂')
 }
 
 /// The two-character words of a line's rhythm: 2|2 for five characters, 2|2|2 for seven.
