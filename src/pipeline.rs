@@ -3,7 +3,8 @@
 //! [`Matcher`] holds Chinese-CLIP and the keyword index; [`Pipeline`] adds the
 //! poet and answers [`Request`]s: a poem from keywords or from a photo (whose
 //! candidates are reranked by how close each poem's text lies to the photo),
-//! or one line of a poem written anew. Requests that come together run
+//! or one line of a poem written anew; each written by the T5 or the LLM, or
+//! assembled by the 集句 poet (`PoemOptions::style`). Requests that come together run
 //! together ([`Pipeline::run_batch`]): their photos as one Chinese-CLIP batch,
 //! their poems' candidates as one T5 batch.
 
