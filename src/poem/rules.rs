@@ -128,15 +128,8 @@ impl Plan {
             .cloned()
             .collect();
         let keyword_chars: Vec<Vec<char>> = keywords.iter().map(|k| k.chars().collect()).collect();
-        let acrostic: Option<Vec<char>> = req.acrostic.as_ref().map(|a| a.chars().collect());
+        let acrostic = acrostic_of(form, req.acrostic.as_deref())?;
         if let Some(a) = &acrostic {
-            if a.len() != form.lines() {
-                return Err(PoemError::Acrostic(format!(
-                    "an acrostic for a {form} needs {} characters, not {}",
-                    form.lines(),
-                    a.len()
-                )));
-            }
             if let Some(c) = a.iter().find(|&&c| !writable(c)) {
                 return Err(PoemError::Acrostic(format!(
                     "the poet does not know the character 「{c}」"
@@ -448,6 +441,25 @@ impl Verse {
         self.lines.push(text);
         self.pending.clear();
     }
+}
+
+/// An acrostic's characters, one a line of `form`.
+pub(crate) fn acrostic_of(
+    form: Form,
+    acrostic: Option<&str>,
+) -> Result<Option<Vec<char>>, PoemError> {
+    let Some(a) = acrostic else {
+        return Ok(None);
+    };
+    let chars: Vec<char> = a.chars().collect();
+    if chars.len() != form.lines() {
+        return Err(PoemError::Acrostic(format!(
+            "an acrostic for a {form} needs {} characters, not {}",
+            form.lines(),
+            chars.len()
+        )));
+    }
+    Ok(Some(chars))
 }
 
 /// The templates of `form` whose line heads an acrostic's characters fit

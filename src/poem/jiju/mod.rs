@@ -40,7 +40,7 @@ use self::judge::{CandidateRead, Judge};
 use self::scene::{scene_of, Scene};
 use super::meter::{line_slots, Template};
 use super::rhyme::RhymeGroup;
-use super::rules::{acrostic_templates, starts_word, CharTones, Verse};
+use super::rules::{acrostic_of, acrostic_templates, starts_word, CharTones, Verse};
 use super::{Candidate, Form, LineRequest, PoemRequest};
 use crate::error::{LineIndexError, PoemError};
 
@@ -567,16 +567,7 @@ fn keyword_chars(keywords: &[String]) -> Vec<Vec<char>> {
 
 fn ask_of<'a>(request: &PoemRequest, keywords: &'a [Vec<char>]) -> Result<Ask<'a>, PoemError> {
     let form = request.form;
-    let acrostic: Option<Vec<char>> = request.acrostic.as_ref().map(|a| a.chars().collect());
-    if let Some(a) = &acrostic {
-        if a.len() != form.lines() {
-            return Err(PoemError::Acrostic(format!(
-                "an acrostic for a {form} needs {} characters, not {}",
-                form.lines(),
-                a.len()
-            )));
-        }
-    }
+    let acrostic = acrostic_of(form, request.acrostic.as_deref())?;
     Ok(Ask {
         form,
         keywords,
