@@ -22,6 +22,17 @@ pub struct LineSource {
     pub dynasty: String,
 }
 
+impl LineSource {
+    /// The source of a line the index does not hold: empty fields.
+    pub(crate) fn unknown() -> Self {
+        Self {
+            poet: String::new(),
+            title: String::new(),
+            dynasty: String::new(),
+        }
+    }
+}
+
 /// A line of the index: its pool (by length) and place in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct LineId(pub(crate) u32);

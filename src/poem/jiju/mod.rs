@@ -104,11 +104,22 @@ struct Borrowed {
 }
 
 impl Borrowed {
-    /// Whether it may stand at line `i` of a draft whose rhyming lines end in `rhymes`:
-    /// the template's tones, the ending it needs, a rhyme not used before.
-    fn fits_at(&self, template: &Template, i: usize, rhymes: &[char]) -> bool {
+    /// Whether it may stand at line `i` of a draft whose rhyming lines share
+    /// the groups `rhyme` (`None`: any) and end in `rhymes`: the template's
+    /// tones, the ending it needs, a rhyme of the poem's group not used before.
+    fn fits_at(
+        &self,
+        template: &Template,
+        i: usize,
+        rhyme: Option<&[RhymeGroup]>,
+        rhymes: &[char],
+    ) -> bool {
+        let end = &self.tones[self.tones.len() - 1];
         self.fits(template, i)
-            && !(template.rhymes(i) && rhymes.contains(&self.text[self.text.len() - 1]))
+            && (!template.rhymes(i)
+                || (!rhymes.contains(&end.c)
+                    && rhyme
+                        .is_none_or(|groups| end.level_groups.iter().any(|g| groups.contains(g)))))
     }
 
     /// Whether it fits line `i` of the template by tone, and ends as that line must.
@@ -269,12 +280,22 @@ impl JijuPoet {
         let count = ask.form.lines();
         let pool = self.index.pool(ask.form.chars_per_line());
         let kept: Vec<Vec<char>> = request.lines.iter().map(|l| l.chars().collect()).collect();
-        // The kept lines' own poems: none may give the new line; their other lines may.
-        let kept_ids: Vec<LineId> = kept
+        // Each line found in the index once (the first poem that has it): the
+        // kept lines' own poems may not give the new line, their other lines
+        // may; and the lines are credited by what was found.
+        let found: Vec<Option<LineId>> = kept.iter().map(|l| pool.find(l).next()).collect();
+        let kept_ids: Vec<LineId> = found
             .iter()
             .enumerate()
             .filter(|&(i, _)| i != k)
-            .filter_map(|(_, l)| pool.find(l).next())
+            .filter_map(|(_, id)| *id)
+            .collect();
+        let sources: Vec<LineSource> = found
+            .iter()
+            .map(|id| match id {
+                Some(id) => self.index.source(pool.entry(*id).poem).clone(),
+                None => LineSource::unknown(),
+            })
             .collect();
         let kept_poems: HashSet<u32> = kept_ids.iter().map(|&id| pool.entry(id).poem).collect();
         let mut rng = StdRng::seed_from_u64(request.poem.seed);
@@ -307,9 +328,8 @@ impl JijuPoet {
             .filter(|b| {
                 b.text != kept[k]
                     && !kept_poems.contains(&b.poem)
-                    && b.fits_at(&verse.template, k, &rhymes)
+                    && b.fits_at(&verse.template, k, verse.rhyme(), &rhymes)
                     && ask.acrostic.as_ref().is_none_or(|a| b.text[0] == a[k])
-                    && rhyme_fits(b, &verse.template, k, verse.rhyme())
                     && chars_fit(&ask, &others, &b.text, &[])
                     && scene.join(b.scene).is_some()
             })
@@ -347,7 +367,7 @@ impl JijuPoet {
                     used_keywords(&lines, &request.poem.keywords),
                     request.poem.keywords.len(),
                 );
-                candidate.sources = self.sources_of(&lines);
+                candidate.sources = sources.clone();
                 candidate.sources[k] = self.index.source(b.poem).clone();
                 candidate
             })
@@ -366,11 +386,10 @@ impl JijuPoet {
         lines
             .iter()
             .map(|l| {
-                self.index.source_of(l).cloned().unwrap_or(LineSource {
-                    poet: String::new(),
-                    title: String::new(),
-                    dynasty: String::new(),
-                })
+                self.index
+                    .source_of(l)
+                    .cloned()
+                    .unwrap_or_else(LineSource::unknown)
             })
             .collect()
     }
@@ -480,10 +499,9 @@ impl JijuPoet {
             .iter()
             .enumerate()
             .filter(|(_, b)| {
-                b.fits_at(&draft.template, i, &rhymes)
+                b.fits_at(&draft.template, i, draft.rhyme.as_deref(), &rhymes)
                     && !poems.contains(&b.poem)
                     && ask.acrostic.as_ref().is_none_or(|a| b.text[0] == a[i])
-                    && rhyme_fits(b, &draft.template, i, draft.rhyme.as_deref())
                     && chars_fit(ask, &lines, &b.text, &reserved)
                     && draft.scene.join(b.scene).is_some()
             })
@@ -630,18 +648,6 @@ fn used_keywords(lines: &[String], keywords: &[String]) -> Vec<String> {
         })
         .cloned()
         .collect()
-}
-
-/// Whether a line at place `i` keeps the rhyme: a rhyming line ends in a group the poem's rhymes share.
-fn rhyme_fits(b: &Borrowed, template: &Template, i: usize, rhyme: Option<&[RhymeGroup]>) -> bool {
-    if !template.rhymes(i) {
-        return true;
-    }
-    let end = &b.tones[b.tones.len() - 1];
-    match rhyme {
-        Some(groups) => end.level_groups.iter().any(|g| groups.contains(g)),
-        None => !end.level_groups.is_empty(),
-    }
 }
 
 /// The groups a poem's first rhyme may take: those enough borrowed lines end
