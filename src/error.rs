@@ -171,6 +171,13 @@ pub enum PoemError {
         "no candidate could finish the poem under the rules; try other keywords or another seed"
     )]
     NoPoem,
+    /// A person's own line that the lines before it leave no room for: the
+    /// strict check's faults, in a sentence.
+    #[error("{0}")]
+    OwnLine(String),
+    /// Your own line asked of a poet that cannot write on from it.
+    #[error("writing on from your own line is for written poems by the T5 poet; {0}")]
+    OwnLineUnsupported(&'static str),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -285,6 +292,8 @@ impl Error {
             | Error::Poem(
                 PoemError::Acrostic(_)
                 | PoemError::Lines(_)
+                | PoemError::OwnLine(_)
+                | PoemError::OwnLineUnsupported(_)
                 | PoemError::Jiju(_)
                 | PoemError::NoJiju
                 | PoemError::Llm(

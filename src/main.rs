@@ -118,9 +118,17 @@ struct PoemArgs {
     /// 换一句: write line N (1 = the first) of `--poem` anew, the others kept.
     #[arg(long, value_name = "N", requires = "poem", conflicts_with = "image")]
     rewrite: Option<usize>,
-    /// The poem whose line `--rewrite` writes anew, lines split at punctuation or spaces.
-    #[arg(long, value_name = "TEXT", requires = "rewrite")]
+    /// The poem whose line `--rewrite` writes anew or `--my-line` replaces,
+    /// lines split at punctuation or spaces.
+    #[arg(long, value_name = "TEXT")]
     poem: Option<String>,
+    /// Your own line: TEXT becomes line N (1 = the first) of `--poem`, and the
+    /// lines after it are written on so that the poem still scans and rhymes.
+    #[arg(long, num_args = 2, value_names = ["N", "TEXT"], requires = "poem", conflicts_with_all = ["image", "rewrite"])]
+    my_line: Option<Vec<String>>,
+    /// With `--my-line`: the lines before yours are written anew too.
+    #[arg(long, requires = "my_line")]
+    rewrite_before: bool,
     /// A poem model directory (default: models.poet_dir, the shipped model).
     #[arg(long, value_name = "DIR")]
     poet_model: Option<PathBuf>,
@@ -392,15 +400,15 @@ fn poem(config: &Config, placement: &Placement, args: PoemArgs) -> Result<ExitCo
         let model = args.llm_model.unwrap_or_else(|| config.models.llm.clone());
         attach_llm(&mut pipeline, config, placement, model)?;
     }
-    let request = match (photo, args.rewrite, lines) {
-        (Some(bytes), _, _) => Request::Photo {
+    let request = match (photo, args.rewrite, args.my_line, lines) {
+        (Some(bytes), _, _, _) => Request::Photo {
             bytes,
             keywords,
             vocabulary: KeywordList::BuiltIn,
             top_k: None,
             options: options.clone(),
         },
-        (None, Some(line), Some(lines)) => Request::Line {
+        (None, Some(line), _, Some(lines)) => Request::Line {
             keywords,
             lines,
             line: line
@@ -408,6 +416,31 @@ fn poem(config: &Config, placement: &Placement, args: PoemArgs) -> Result<ExitCo
                 .ok_or_else(|| Error::Input("--rewrite counts lines from 1".into()))?,
             options: options.clone(),
         },
+        (None, None, Some(mine), Some(lines)) => {
+            let [line, text] = <[String; 2]>::try_from(mine).expect("clap takes two values");
+            let line = line
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .ok_or_else(|| {
+                    Error::Input(format!(
+                        "--my-line takes the line's number first (1 = the first), then your line; got '{line}'"
+                    ))
+                })?;
+            Request::OwnLine {
+                keywords,
+                lines,
+                line,
+                text,
+                rewrite_before: args.rewrite_before,
+                options: options.clone(),
+            }
+        }
+        (None, None, None, Some(_)) => {
+            return Err(Error::Input(
+                "--poem goes with --rewrite N (write line N anew) or --my-line N TEXT (put your own line in)".into(),
+            ))
+        }
         _ => Request::Keywords {
             keywords,
             options: options.clone(),

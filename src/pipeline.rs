@@ -25,7 +25,7 @@ use crate::photo::{self, PhotoLimits};
 #[cfg(feature = "llm")]
 use crate::poem::LlmPoet;
 use crate::poem::{
-    rank, Candidate, Form, JijuPoet, LineRequest, PoemRequest, Poet, PoetChoice, Sampling,
+    rank, read_own_line, Candidate, Form, JijuPoet, LineRequest, PoemRequest, Poet, PoetChoice, Sampling,
     ScoreWeights, Style,
 };
 
@@ -188,6 +188,17 @@ pub enum Request {
         line: usize,
         options: PoemOptions,
     },
+    /// Your own line: `text` put at line `line` of a poem, the lines after
+    /// it written on so that the poem still scans and rhymes; with
+    /// `rewrite_before`, the lines before it are then written anew too.
+    OwnLine {
+        keywords: Vec<String>,
+        lines: Vec<String>,
+        line: usize,
+        text: String,
+        rewrite_before: bool,
+        options: PoemOptions,
+    },
 }
 
 /// Who makes a poem: a poet of the generator, or the 集句 poet.
@@ -216,7 +227,8 @@ impl Request {
         match self {
             Request::Keywords { options, .. }
             | Request::Photo { options, .. }
-            | Request::Line { options, .. } => options,
+            | Request::Line { options, .. }
+            | Request::OwnLine { options, .. } => options,
         }
     }
 }
@@ -357,6 +369,24 @@ impl Pipeline {
                             });
                     answers[i] = Some(answer.map_err(Error::from));
                 }
+                Request::OwnLine {
+                    keywords,
+                    lines,
+                    line,
+                    text,
+                    rewrite_before,
+                    options,
+                } => {
+                    let answer = self
+                        .own_line(keywords, lines, *line, text, *rewrite_before, options)
+                        .map(|candidates| PoemResult {
+                            form: options.form,
+                            keywords: keywords.clone(),
+                            matched: Vec::new(),
+                            candidates,
+                        });
+                    answers[i] = Some(answer.map_err(Error::from));
+                }
             }
         }
 
@@ -492,6 +522,57 @@ impl Pipeline {
                 Ok(candidates)
             }
         }
+    }
+
+    /// Your own line at `line`, the lines after it written on by the T5
+    /// poet; with `rewrite_before`, each line before it then written anew
+    /// in turn (换一句), the best kept each time.
+    fn own_line(
+        &mut self,
+        keywords: &[String],
+        lines: &[String],
+        line: usize,
+        text: &str,
+        rewrite_before: bool,
+        options: &PoemOptions,
+    ) -> Result<Vec<Candidate>, PoemError> {
+        match options.maker() {
+            Maker::Written(PoetChoice::T5) => {}
+            Maker::Written(PoetChoice::Llm) => {
+                return Err(PoemError::OwnLineUnsupported("this channel's poet is the LLM"))
+            }
+            Maker::Jiju => {
+                return Err(PoemError::OwnLineUnsupported(
+                    "a 集句 is made of old poets' lines only",
+                ))
+            }
+        }
+        let mut poem = lines.to_vec();
+        if line >= poem.len() {
+            return Err(PoemError::Lines(format!(
+                "there is no line {} in a {}",
+                line + 1,
+                options.form
+            )));
+        }
+        poem[line] = read_own_line(options.form, text)?;
+        let request = LineRequest {
+            poem: poem_request(keywords, options),
+            lines: poem,
+            line,
+        };
+        let mut candidates = self.poet.continue_poem(&request, self.sampling)?;
+        if rewrite_before {
+            for before in 0..line {
+                let request = LineRequest {
+                    poem: poem_request(keywords, options),
+                    lines: candidates[0].lines.clone(),
+                    line: before,
+                };
+                candidates = self.poet.rewrite(&request, self.sampling)?;
+            }
+        }
+        Ok(candidates)
     }
 
     /// The photos of a batch, embedded together, and their keywords; `None`

@@ -58,6 +58,33 @@ pub struct Violation {
     pub rule: Rule,
 }
 
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.char_index) {
+            (0, _) => write!(f, "{}", self.rule.name()),
+            (line, 0) => write!(f, "第{line}句{}", self.rule.name()),
+            (line, at) => write!(f, "第{line}句第{at}字{}", self.rule.name()),
+        }
+    }
+}
+
+/// Why line `line` (from 0), just put in by a person, cannot stand with the
+/// lines before it: the strict check's faults in it and between it and
+/// them, as a sentence. The lines after it do not count: they are rewritten.
+pub(crate) fn own_line_faults(lines: &[String], line: usize) -> String {
+    let faults: Vec<String> = check_lines(lines)
+        .violations
+        .iter()
+        .filter(|v| (1..=line + 1).contains(&v.line))
+        .map(Violation::to_string)
+        .collect();
+    if faults.is_empty() {
+        format!("第{}句与前面的诗句合不成一首格律诗：平仄与韵不能同时相合", line + 1)
+    } else {
+        format!("第{}句放不进这首诗：{}", line + 1, faults.join("，"))
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LineReport {
     pub text: String,
@@ -85,13 +112,65 @@ pub fn split_lines(poem: &str) -> Vec<String> {
         .collect()
 }
 
+/// Most characters a poem to check may have (a 七律 has 56).
+pub const MAX_POEM_CHARS: usize = 200;
+
+/// Why `lines` cannot be a 近体诗, in a sentence for the person who typed
+/// them; `None` when their shape is one (4 or 8 lines, all of 5 or all of 7
+/// Chinese characters).
+pub fn shape_problem(lines: &[String]) -> Option<String> {
+    let total: usize = lines.iter().map(|l| l.chars().count()).sum();
+    if total == 0 {
+        return Some("没有诗句：请贴上一首五言或七言的绝句或律诗。".into());
+    }
+    if total > MAX_POEM_CHARS {
+        return Some(format!(
+            "太长了：一首诗最多 {MAX_POEM_CHARS} 字，这里有 {total} 字。"
+        ));
+    }
+    let foreign: String = lines
+        .iter()
+        .flat_map(|l| l.chars())
+        .filter(|&c| !is_han(c))
+        .take(8)
+        .collect();
+    if !foreign.is_empty() {
+        return Some(format!("诗句里只能有汉字，这里有「{foreign}」。"));
+    }
+    if lines.len() != 4 && lines.len() != 8 {
+        return Some(format!(
+            "绝句四句、律诗八句，这里有 {} 句（句与句之间用标点、空格或换行分开）。",
+            lines.len()
+        ));
+    }
+    let n = lines[0].chars().count();
+    if n != 5 && n != 7 {
+        return Some(format!("每句五字或七字，第1句有 {n} 字。"));
+    }
+    lines
+        .iter()
+        .position(|l| l.chars().count() != n)
+        .map(|i| {
+            format!(
+                "每句字数要一样：第1句 {n} 字，第{}句 {} 字。",
+                i + 1,
+                lines[i].chars().count()
+            )
+        })
+}
+
 pub fn check(poem: &str) -> Report {
     check_lines(&split_lines(poem))
 }
 
 pub fn check_lines(lines: &[String]) -> Report {
     let table = RhymeTable::get();
-    let chars: Vec<Vec<char>> = lines.iter().map(|l| l.chars().collect()).collect();
+    // Traditional characters are read by their simplified forms; the report
+    // shows the poem as typed.
+    let chars: Vec<Vec<char>> = lines
+        .iter()
+        .map(|l| l.chars().map(|c| table.for_rules(c)).collect())
+        .collect();
     let tones_shown = |cs: &[char]| -> String {
         cs.iter()
             .map(|&c| table.tone(c).map_or('中', Tone::as_char))
@@ -319,6 +398,32 @@ mod tests {
             rules("白日依山尽，黄河入天流。欲穷千里目，更上一层楼。"),
             [(2, 4, "平仄")]
         );
+    }
+
+    #[test]
+    fn traditional_characters_are_read_as_simplified() {
+        let traditional = check("朝辭白帝彩雲間，千里江陵一日還。兩岸猿聲啼不住，輕舟已過萬重山。");
+        assert!(traditional.pass, "{:?}", traditional.violations);
+        assert_eq!(traditional.rhyme_group.as_deref(), Some("上平十五删"));
+        assert_eq!(traditional.lines[1].text, "千里江陵一日還");
+        assert_eq!(
+            traditional.lines[2].tones,
+            check("两岸猿声啼不住").lines[0].tones
+        );
+    }
+
+    #[test]
+    fn a_wrong_shape_is_said_in_a_sentence() {
+        let problem = |poem: &str| shape_problem(&split_lines(poem));
+        assert_eq!(problem("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"), None);
+        assert!(problem("").unwrap().contains("没有诗句"));
+        assert!(problem("hello world").unwrap().contains("「hellowor」"));
+        assert!(problem("白日依山尽，黄河入海流。").unwrap().contains("这里有 2 句"));
+        assert!(problem("白日依山，黄河入海，欲穷千里，更上一层").unwrap().contains("第1句有 4 字"));
+        assert!(problem("白日依山尽，黄河入海流。欲穷千里目，更上一层楼啊。")
+            .unwrap()
+            .contains("第4句 6 字"));
+        assert!(problem(&"春".repeat(MAX_POEM_CHARS + 1)).unwrap().contains("太长了"));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
+use super::checker::own_line_faults;
 use super::model::PoetModel;
 use super::ngram::CharNgram;
 use super::rules::{CharTones, Plan, Rules, Verse};
@@ -223,6 +224,51 @@ impl Decoder<'_> {
                 continue;
             }
             candidates.push(job.candidate(row.verse.lines, row.logprob, scored));
+        }
+        if candidates.is_empty() {
+            return Err(PoemError::NoPoem);
+        }
+        Ok(candidates)
+    }
+
+    /// Your own line: `req.lines[req.line]` is kept with the lines before
+    /// it, and the lines after it are written under a template and rhyme
+    /// the kept lines share. Each candidate is scored by the poet's
+    /// log-probability of the lines it wrote.
+    pub(crate) fn continue_poem(&mut self, req: &LineRequest) -> Result<Vec<Candidate>, PoemError> {
+        let job = Job::new(&req.poem, self.model)?;
+        let form = job.plan.form;
+        let Some(verse) = Verse::continuing(form, &req.lines, req.line)? else {
+            return Err(PoemError::OwnLine(own_line_faults(&req.lines, req.line)));
+        };
+        if let Some(line) = req.lines[..=req.line]
+            .iter()
+            .find(|l| l.chars().any(|c| self.model.id_of(c).is_none()))
+        {
+            return Err(PoemError::Lines(format!(
+                "「{line}」 has a character the poet does not know"
+            )));
+        }
+        let mut seed_rng = StdRng::seed_from_u64(job.seed);
+        let mut rows: Vec<Row> = (0..job.candidates)
+            .map(|_| Row {
+                job: 0,
+                verse: verse.clone(),
+                logprob: 0.0,
+                rng: StdRng::seed_from_u64(seed_rng.random()),
+                failed: false,
+            })
+            .collect();
+        let jobs = std::slice::from_ref(&job);
+        for _ in req.line + 1..form.lines() {
+            self.write_line(&mut rows, jobs)?;
+        }
+        let written = ((form.lines() - req.line - 1) * form.chars_per_line()).max(1);
+        let mut candidates: Vec<Candidate> = Vec::new();
+        for row in rows.into_iter().filter(|r| !r.failed) {
+            if candidates.iter().all(|c| c.lines != row.verse.lines) {
+                candidates.push(job.candidate(row.verse.lines, row.logprob, written));
+            }
         }
         if candidates.is_empty() {
             return Err(PoemError::NoPoem);

@@ -46,6 +46,7 @@ pub(crate) use request::{rank, ScoreWeights};
 pub use request::{Candidate, LineRequest, PoemRequest, PoetChoice, Sampling, Style};
 
 use crate::error::{ModelError, PoemError};
+pub(crate) use rules::read_own_line;
 use rules::{CharTones, Rules};
 
 /// File of the training corpus's lines, beside the model's weights.
@@ -137,6 +138,18 @@ impl Poet {
         sampling: Sampling,
     ) -> Result<Vec<Candidate>, PoemError> {
         let mut candidates = on_cpu_pool(|| self.decoder(sampling).rewrite(request))?;
+        rank(&mut candidates, ScoreWeights::of_poet(sampling));
+        Ok(candidates)
+    }
+
+    /// Your own line: `request.lines[request.line]` kept with the lines
+    /// before it, the lines after it written on, best first as [`Poet::write`] ranks.
+    pub fn continue_poem(
+        &mut self,
+        request: &LineRequest,
+        sampling: Sampling,
+    ) -> Result<Vec<Candidate>, PoemError> {
+        let mut candidates = on_cpu_pool(|| self.decoder(sampling).continue_poem(request))?;
         rank(&mut candidates, ScoreWeights::of_poet(sampling));
         Ok(candidates)
     }

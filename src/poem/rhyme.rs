@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 const TABLE: &str = include_str!("data/pingshuiyun.txt");
+/// Traditional characters and their simplified forms (`tools/make_t2s.py`).
+const TRADITIONAL: &str = include_str!("data/t2s.txt");
 
 /// A character's tone class in regulated verse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,6 +46,8 @@ pub struct RhymeTable {
     names: Vec<String>,
     tones: Vec<Tone>,
     groups_of: HashMap<char, Vec<RhymeGroup>>,
+    /// Simplified forms of traditional characters the table lacks.
+    simplified: HashMap<char, char>,
 }
 
 impl RhymeTable {
@@ -58,6 +62,7 @@ impl RhymeTable {
             names: Vec::new(),
             tones: Vec::new(),
             groups_of: HashMap::new(),
+            simplified: HashMap::new(),
         };
         let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
         while let (Some(heading), Some(chars)) = (lines.next(), lines.next()) {
@@ -84,7 +89,23 @@ impl RhymeTable {
                 }
             }
         }
+        table.simplified = TRADITIONAL
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let mut pair = l.chars();
+                Some((pair.next()?, pair.next()?))
+            })
+            .filter(|(t, s)| !table.groups_of.contains_key(t) && table.groups_of.contains_key(s))
+            .collect();
         table
+    }
+
+    /// The character the rules read for `c`: its simplified form where the
+    /// table lacks `c` and has that (風 → 风), else `c`. The poets write from
+    /// the table's own characters; this is for poems people type.
+    pub fn for_rules(&self, c: char) -> char {
+        self.simplified.get(&c).copied().unwrap_or(c)
     }
 
     pub(crate) fn group_count(&self) -> usize {

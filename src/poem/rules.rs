@@ -213,29 +213,7 @@ impl Verse {
     /// old line follows too, if any.
     pub(crate) fn rewriting(form: Form, lines: &[String], line: usize) -> Result<Self, PoemError> {
         let (count, n) = (form.lines(), form.chars_per_line());
-        if lines.len() != count {
-            return Err(PoemError::Lines(format!(
-                "a {form} has {count} lines; this poem has {}",
-                lines.len()
-            )));
-        }
-        if line >= count {
-            return Err(PoemError::Lines(format!(
-                "there is no line {} in a {form}",
-                line + 1
-            )));
-        }
-        let mut tones: Vec<Vec<CharTones>> = Vec::with_capacity(count);
-        for text in lines {
-            match text.chars().map(CharTones::of).collect::<Option<Vec<_>>>() {
-                Some(cts) if cts.len() == n => tones.push(cts),
-                _ => {
-                    return Err(PoemError::Lines(format!(
-                        "「{text}」 is not a line of {n} characters the poet knows (each with a tone in 平水韵)"
-                    )))
-                }
-            }
-        }
+        let tones = toned_lines(form, lines, line)?;
         let follows = |t: &Template, i: usize| {
             t.line(i)
                 .iter()
@@ -287,6 +265,68 @@ impl Verse {
             rhyme,
             pending: VecDeque::new(),
         })
+    }
+
+    /// Your own line: `lines[line]` is the new one, the lines before it are
+    /// kept, the lines after it are to be written. The template is one the
+    /// kept lines follow (the old poem's if it still does, so that as little
+    /// moves as can), the rhyme the groups the kept rhyming lines share.
+    /// `Ok(None)` when no template and rhyme hold the kept lines.
+    pub(crate) fn continuing(
+        form: Form,
+        lines: &[String],
+        line: usize,
+    ) -> Result<Option<Self>, PoemError> {
+        let tones = toned_lines(form, lines, line)?;
+        let n = form.chars_per_line();
+        let follows = |t: &Template, i: usize| {
+            t.line(i)
+                .iter()
+                .zip(&tones[i])
+                .all(|(&slot, ct)| ct.fits(slot))
+        };
+        let kept_rhyme = |t: &Template| -> Option<Option<Vec<RhymeGroup>>> {
+            let mut shared: Option<Vec<RhymeGroup>> = None;
+            for i in (0..=line).filter(|&i| t.rhymes(i)) {
+                let groups = &tones[i][n - 1].level_groups;
+                let joined: Vec<RhymeGroup> = match shared {
+                    None => groups.clone(),
+                    Some(shared) => shared.into_iter().filter(|g| groups.contains(g)).collect(),
+                };
+                if joined.is_empty() {
+                    return None;
+                }
+                shared = Some(joined);
+            }
+            Some(shared)
+        };
+        let mut templates: Vec<Template> = Template::all(form)
+            .into_iter()
+            .filter(|t| (0..=line).all(|i| follows(t, i)))
+            .collect();
+        // The old poem's template first: the lines after keep its shape.
+        templates.sort_by_key(|t| !(line + 1..form.lines()).all(|i| follows(t, i)));
+        let Some((template, rhyme)) = templates
+            .into_iter()
+            .find_map(|t| Some((t, kept_rhyme(&t)?)))
+        else {
+            return Ok(None);
+        };
+        let mut used: HashMap<char, usize> = HashMap::new();
+        for c in lines[..=line].iter().flat_map(|l| l.chars()) {
+            *used.entry(c).or_default() += 1;
+        }
+        Ok(Some(Self {
+            template,
+            slots: slots_of(template),
+            lines: lines[..=line].to_vec(),
+            current: Vec::new(),
+            rest: Vec::new(),
+            refused: None,
+            used,
+            rhyme,
+            pending: VecDeque::new(),
+        }))
     }
 
     /// The groups the rhymes so far share; `None` before the first rhyme.
@@ -482,6 +522,62 @@ pub(crate) fn acrostic_templates(form: Form, acrostic: Option<&[char]>) -> Vec<T
     } else {
         fitting
     }
+}
+
+/// A line a person typed for line of a `form`, as the rules read it:
+/// punctuation and spaces dropped, traditional characters simplified.
+/// Refused, in a sentence for that person, when it is not as many Chinese
+/// characters as the form's lines have, each with a tone in 平水韵.
+pub(crate) fn read_own_line(form: Form, typed: &str) -> Result<String, PoemError> {
+    let table = RhymeTable::get();
+    let text: String = super::checker::split_lines(typed)
+        .concat()
+        .chars()
+        .map(|c| table.for_rules(c))
+        .collect();
+    let (n, count) = (form.chars_per_line(), text.chars().count());
+    if let Some(c) = text.chars().find(|&c| !super::rhyme::is_han(c)) {
+        return Err(PoemError::OwnLine(format!("诗句只能是汉字，「{c}」不是。")));
+    }
+    if count != n {
+        return Err(PoemError::OwnLine(format!(
+            "这首是{form}：你的句子要 {n} 个字，「{text}」有 {count} 个。"
+        )));
+    }
+    if let Some(c) = text.chars().find(|&c| CharTones::of(c).is_none()) {
+        return Err(PoemError::OwnLine(format!(
+            "「{c}」不在平水韵里，定不了平仄；换一个字试试。"
+        )));
+    }
+    Ok(text)
+}
+
+/// Each line's characters with their tones, for a poem of `form` whose line
+/// `line` is being worked on; refused when its shape is not the form's or a
+/// character has no tone the rules know.
+fn toned_lines(form: Form, lines: &[String], line: usize) -> Result<Vec<Vec<CharTones>>, PoemError> {
+    let (count, n) = (form.lines(), form.chars_per_line());
+    if lines.len() != count {
+        return Err(PoemError::Lines(format!(
+            "a {form} has {count} lines; this poem has {}",
+            lines.len()
+        )));
+    }
+    if line >= count {
+        return Err(PoemError::Lines(format!(
+            "there is no line {} in a {form}",
+            line + 1
+        )));
+    }
+    lines
+        .iter()
+        .map(|text| match text.chars().map(CharTones::of).collect::<Option<Vec<_>>>() {
+            Some(cts) if cts.len() == n => Ok(cts),
+            _ => Err(PoemError::Lines(format!(
+                "「{text}」 is not a line of {n} characters the poet knows (each with a tone in 平水韵)"
+            ))),
+        })
+        .collect()
 }
 
 fn slots_of(template: Template) -> Arc<Vec<Vec<Slot>>> {
