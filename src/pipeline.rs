@@ -25,8 +25,8 @@ use crate::photo::{self, PhotoLimits};
 #[cfg(feature = "llm")]
 use crate::poem::LlmPoet;
 use crate::poem::{
-    rank, read_own_line, Candidate, Form, JijuPoet, LineRequest, PoemRequest, Poet, PoetChoice, Sampling,
-    ScoreWeights, Style,
+    rank, read_own_line, Candidate, Form, JijuPoet, LineRequest, PoemRequest, Poet, PoetChoice,
+    Sampling, ScoreWeights, Style,
 };
 
 /// Custom keyword lists (channels' own) kept embedded at most.
@@ -539,7 +539,9 @@ impl Pipeline {
         match options.maker() {
             Maker::Written(PoetChoice::T5) => {}
             Maker::Written(PoetChoice::Llm) => {
-                return Err(PoemError::OwnLineUnsupported("this channel's poet is the LLM"))
+                return Err(PoemError::OwnLineUnsupported(
+                    "this channel's poet is the LLM",
+                ))
             }
             Maker::Jiju => {
                 return Err(PoemError::OwnLineUnsupported(

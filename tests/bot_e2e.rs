@@ -117,6 +117,21 @@ fn press(id: &str, author: &str, data: Value, posted: &Value) -> Value {
            "authorizing_integration_owners": {}, "context": 0, "attachment_size_limit": 26214400})
 }
 
+/// A submission of the modal opened from a component of the bot's message
+/// `posted`: its text fields by id.
+fn modal_submit(id: &str, custom_id: &str, fields: &[(&str, &str)], posted: &Value) -> Value {
+    let mut v = press(id, "42", json!({}), posted);
+    v["type"] = json!(5);
+    let rows: Vec<Value> = fields
+        .iter()
+        .map(|(field, value)| {
+            json!({"type": 1, "components": [{"type": 4, "custom_id": field, "value": value}]})
+        })
+        .collect();
+    v["data"] = json!({"custom_id": custom_id, "components": rows});
+    v
+}
+
 /// `/poem` being typed: the keywords option in focus.
 fn autocomplete(id: &str, typed: &str) -> Value {
     let mut v = slash(
@@ -489,7 +504,7 @@ async fn photo_posts_slash_commands_and_settings() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["poem", "keywords", "config"]);
+    assert_eq!(names, ["poem", "check", "keywords", "config"]);
 
     // A photo post that mentions the bot: typing, the download, a reply with keywords and poem.
     discord.send("MESSAGE_CREATE", photo_post("501", CHANNEL, "42"));
@@ -1142,4 +1157,214 @@ async fn load_run_answers_everyone() {
     assert!(poems > 16, "{poems} poems");
     assert!(slowed > 0 && queue_full > 0, "both limits were reached");
     assert!(rss_growth_mib < 300, "RSS grew by {rss_growth_mib} MiB");
+}
+
+/// The poem workshop: /check as an embed (a regular poem typed in traditional
+/// characters, one with three faults, text that is no poem), and your own
+/// line through the modal (a line that fits kept and the rest written on to
+/// pass the check, with and without the lines before it; a line that breaks
+/// 粘 refused with its fault and the poem left alone; the same after a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workshop_checks_poems_and_takes_your_own_line() {
+    use yingshi::poem::checker::check_lines;
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let discord = FakeDiscord::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("state.json");
+    start_bot(&discord, &state_file, dir.path());
+    discord.expect("PUT", "/applications/100/commands").await;
+
+    let check = |id: &str, poem: &str| {
+        slash(
+            id,
+            "check",
+            json!([{"name": "poem", "type": 3, "value": poem}]),
+            "0",
+        )
+    };
+    discord.send(
+        "INTERACTION_CREATE",
+        check(
+            "740",
+            "朝辭白帝彩雲間，千里江陵一日還。\n兩岸猿聲啼不住，輕舟已過萬重山。",
+        ),
+    );
+    let answer = discord
+        .expect("POST", "/interactions/740/tok740/callback")
+        .await;
+    let embed = &answer.body["data"]["embeds"][0];
+    assert_eq!(embed["title"], "格律检查 · 七绝", "{embed}");
+    let description = embed["description"].as_str().unwrap();
+    assert!(
+        description.contains("**千里江陵一日還**　`平仄平平仄仄平`　韵")
+            && description.contains("韵部：上平十五删"),
+        "{description}"
+    );
+    assert_eq!(embed["fields"][0]["value"], "合律 ✓", "{embed}");
+
+    discord.send(
+        "INTERACTION_CREATE",
+        check("741", "白日依山尽 白河入海流 欲穷千里目 更上千层来"),
+    );
+    let answer = discord
+        .expect("POST", "/interactions/741/tok741/callback")
+        .await;
+    let embed = &answer.body["data"]["embeds"][0];
+    assert_eq!(embed["fields"][0]["name"], "不合之处（3 处）", "{embed}");
+    assert_eq!(
+        embed["fields"][0]["value"],
+        "第2句第1字孤平\n第2句第5字出韵\n第4句第3字三平尾"
+    );
+    assert_eq!(embed["fields"][1]["value"], "不合律");
+
+    for (id, text, says) in [
+        ("742", "hello world", "只能有汉字"),
+        ("743", "春风又绿江南岸", "这里有 1 句"),
+        ("744", &"春".repeat(300), "太长了"),
+    ] {
+        discord.send("INTERACTION_CREATE", check(id, text));
+        let answer = discord
+            .expect("POST", &format!("/interactions/{id}/tok{id}/callback"))
+            .await;
+        assert_eq!(answer.body["data"]["flags"], 64, "{:?}", answer.body);
+        assert!(answer.text().contains(says), "{:?}", answer.body);
+        assert!(!answer.text().contains("写不成诗"), "{:?}", answer.body);
+    }
+
+    // A 七绝 to work on, with its 自己写一句 button.
+    discord.send(
+        "INTERACTION_CREATE",
+        slash(
+            "750",
+            "poem",
+            json!([{"name": "keywords", "type": 3, "value": "孤舟 明月"},
+                   {"name": "form", "type": 4, "value": 1}]),
+            "0",
+        ),
+    );
+    let posted = discord.expect("POST", "/webhooks/100/tok750").await.body;
+    let lines = poem_lines(&posted["embeds"][0]);
+    assert_eq!(lines.len(), 4, "{posted}");
+    let own = posted["components"][0]["components"][2].clone();
+    assert_eq!(own["label"], "自己写一句", "{posted}");
+    let own_id = own["custom_id"].as_str().unwrap().to_owned();
+    discord.send(
+        "INTERACTION_CREATE",
+        press(
+            "751",
+            "42",
+            json!({"custom_id": own_id, "component_type": 2}),
+            &posted,
+        ),
+    );
+    let modal = discord
+        .expect("POST", "/interactions/751/tok751/callback")
+        .await;
+    assert_eq!(modal.body["type"], 9, "{:?}", modal.body);
+    assert_eq!(modal.body["data"]["custom_id"], own_id.as_str());
+    assert_eq!(
+        modal.body["data"]["components"].as_array().unwrap().len(),
+        3
+    );
+
+    // Famous third lines, one of each 粘: one fits this poem's line 3, one breaks 粘.
+    let with_line_3 = |line: &str| {
+        let mut poem = lines.clone();
+        poem[2] = line.to_owned();
+        check_lines(&poem).violations
+    };
+    let pool = [
+        "两岸猿声啼不住",
+        "借问酒家何处有",
+        "窗含西岭千秋雪",
+        "劝君更尽一杯酒",
+    ];
+    let fits = *pool
+        .iter()
+        .find(|l| with_line_3(l).iter().all(|v| v.line > 3))
+        .expect("one of them fits");
+    let breaks = *pool
+        .iter()
+        .find(|l| {
+            with_line_3(l)
+                .iter()
+                .any(|v| v.line == 3 && v.rule.name() == "失粘")
+        })
+        .expect("one of them breaks 粘");
+
+    let submit = |id: &str, line: &str, text: &str, before: &str| {
+        modal_submit(
+            id,
+            &own_id,
+            &[("line", line), ("text", text), ("before", before)],
+            &posted,
+        )
+    };
+    discord.send("INTERACTION_CREATE", submit("752", "3", fits, ""));
+    let ack = discord
+        .expect("POST", "/interactions/752/tok752/callback")
+        .await;
+    assert_eq!(ack.body["type"], 6);
+    let edit = discord
+        .expect("PATCH", "/webhooks/100/tok752/messages/@original")
+        .await;
+    let new_lines = poem_lines(&edit.body["embeds"][0]);
+    assert_eq!(new_lines[..3], [lines[0].as_str(), lines[1].as_str(), fits]);
+    assert!(check_lines(&new_lines).pass, "{new_lines:?}");
+    assert_eq!(
+        edit.body["components"][0]["components"][2]["label"],
+        "自己写一句"
+    );
+
+    // 是: the lines before yours are written anew too.
+    discord.send("INTERACTION_CREATE", submit("753", "3", fits, "是"));
+    let edit = discord
+        .expect("PATCH", "/webhooks/100/tok753/messages/@original")
+        .await;
+    let new_lines = poem_lines(&edit.body["embeds"][0]);
+    assert_eq!(new_lines[2], fits);
+    assert!(
+        new_lines[0] != lines[0] && new_lines[1] != lines[1],
+        "{new_lines:?}"
+    );
+    assert!(check_lines(&new_lines).pass, "{new_lines:?}");
+
+    // A line that breaks 粘: refused to the writer with its fault, no edit.
+    discord.send("INTERACTION_CREATE", submit("754", "3", breaks, ""));
+    let seen = discord.until("POST", "/webhooks/100/tok754").await;
+    let refusal = seen.last().unwrap();
+    assert!(
+        refusal.text().contains("第3句第2字失粘"),
+        "{:?}",
+        refusal.body
+    );
+    assert_eq!(refusal.body["flags"], 64);
+    assert!(!seen.iter().any(|s| s.method == "PATCH"), "{seen:?}");
+    // No such line: said in answer to the submission.
+    discord.send("INTERACTION_CREATE", submit("755", "9", fits, ""));
+    let answer = discord
+        .expect("POST", "/interactions/755/tok755/callback")
+        .await;
+    assert!(answer.text().contains("请填 1 到 4"), "{:?}", answer.body);
+    assert_eq!(answer.body["data"]["flags"], 64);
+    // Not a line of seven characters: said to the writer, no edit.
+    discord.send("INTERACTION_CREATE", submit("756", "3", "孤舟", ""));
+    let seen = discord.until("POST", "/webhooks/100/tok756").await;
+    assert!(
+        seen.last().unwrap().text().contains("要 7 个字"),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|s| s.method == "PATCH"), "{seen:?}");
+
+    // After a restart the modal's id and the message still carry all it needs.
+    let discord = FakeDiscord::start().await;
+    start_bot(&discord, &state_file, dir.path());
+    discord.expect("PUT", "/applications/100/commands").await;
+    discord.send("INTERACTION_CREATE", submit("757", "3", fits, ""));
+    let edit = discord
+        .expect("PATCH", "/webhooks/100/tok757/messages/@original")
+        .await;
+    let new_lines = poem_lines(&edit.body["embeds"][0]);
+    assert_eq!(new_lines[..3], [lines[0].as_str(), lines[1].as_str(), fits]);
+    assert!(check_lines(&new_lines).pass, "{new_lines:?}");
 }

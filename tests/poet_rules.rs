@@ -260,3 +260,53 @@ fn a_batch_writes_what_each_request_writes_alone() {
         }
     }
 }
+
+/// Your own line, at every place of a poem of each form: the line at that
+/// place of another poem. Kept, it stands with the lines before it and the
+/// lines after are written on to pass the strict check; refused, the check
+/// finds faults in it or between it and the lines before, and the refusal
+/// names them.
+#[test]
+fn your_own_line_is_kept_and_written_on_or_refused_with_its_faults() {
+    let (mut kept, mut refused) = (0, 0);
+    for form in [Form::WuJue, Form::QiJue, Form::WuLv, Form::QiLv] {
+        let poem = write(form, &["明月"], None, 31).remove(0).lines;
+        let other = write(form, &["秋风"], None, 32).remove(0).lines;
+        for line in 0..form.lines() {
+            let mut lines = poem.clone();
+            lines[line] = other[line].clone();
+            let request = LineRequest {
+                poem: request(form, &["明月"], None, 7),
+                lines: lines.clone(),
+                line,
+            };
+            match with_poet(|poet| poet.continue_poem(&request, SAMPLING)) {
+                Ok(candidates) => {
+                    for c in &candidates {
+                        assert_eq!(c.lines[..=line], lines[..=line], "{form} line {}", line + 1);
+                        let report = checker::check_lines(&c.lines);
+                        assert!(report.pass, "{:?}: {:?}", c.lines, report.violations);
+                    }
+                    assert!(candidates.windows(2).all(|w| w[0].score >= w[1].score));
+                    kept += 1;
+                }
+                Err(PoemError::OwnLine(why)) => {
+                    let faults: Vec<String> = checker::check_lines(&lines)
+                        .violations
+                        .iter()
+                        .filter(|v| (1..=line + 1).contains(&v.line))
+                        .map(|v| v.to_string())
+                        .collect();
+                    assert!(!faults.is_empty(), "{form} line {}: {why}", line + 1);
+                    assert!(
+                        faults.iter().all(|f| why.contains(f.as_str())),
+                        "{why} / {faults:?}"
+                    );
+                    refused += 1;
+                }
+                Err(e) => panic!("{form} line {}: {e}", line + 1),
+            }
+        }
+    }
+    assert!(kept >= 4 && refused >= 4, "{kept} kept, {refused} refused");
+}

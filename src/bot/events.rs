@@ -1,5 +1,6 @@
-//! Gateway events the commands do not cover: photo posts, the 换一首 button
-//! and the 换一句 menu (and a log line as each shard comes up).
+//! Gateway events the commands do not cover: photo posts, the 换一首 and
+//! style buttons, the 换一句 menu, the own-line button and its modal (and a
+//! log line as each shard comes up).
 
 use std::sync::Arc;
 
@@ -26,6 +27,9 @@ pub(crate) async fn handle(
         serenity::FullEvent::InteractionCreate {
             interaction: serenity::Interaction::Component(press),
         } => component(ctx, press, data).await,
+        serenity::FullEvent::InteractionCreate {
+            interaction: serenity::Interaction::Modal(submit),
+        } => own_line(ctx, submit, data).await,
         _ => Ok(()),
     }
 }
@@ -115,6 +119,14 @@ async fn component(
     let Some(old) = press.message.embeds.first() else {
         return Ok(());
     };
+    if action == Action::Own {
+        // The modal asks for the line; the quota is taken when it comes back.
+        let modal = reply::own_line_modal(&recipe);
+        press
+            .create_response(&ctx.http, serenity::CreateInteractionResponse::Modal(modal))
+            .await?;
+        return Ok(());
+    }
     if let Err(e) = data.admit(press.user.id.get(), press.channel_id.get()) {
         let notice = serenity::CreateInteractionResponseMessage::new()
             .content(e.to_string())
@@ -140,6 +152,7 @@ async fn component(
         recipe.acrostic.clone(),
     );
     let request = match action {
+        Action::Own => unreachable!("answered with the modal above"),
         Action::Again | Action::Switch => Request::Keywords {
             keywords: recipe.keywords.clone(),
             options,
@@ -179,6 +192,99 @@ async fn component(
                 .content(format!("写不成诗：{e}"))
                 .ephemeral(true);
             press.create_followup(&ctx.http, notice).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Your own line, from the modal: kept at its place with the lines before
+/// it, the lines after it written on, edited into the poem's message. A line
+/// that cannot stand there is refused with its faults, to the writer alone,
+/// and the poem stays as it was.
+async fn own_line(
+    ctx: &serenity::Context,
+    submit: &serenity::ModalInteraction,
+    data: &Arc<Data>,
+) -> Result<(), BotError> {
+    let Some((Action::Own, recipe)) = Recipe::parse(&submit.data.custom_id) else {
+        return Ok(());
+    };
+    let Some(old) = submit.message.as_ref().and_then(|m| m.embeds.first()) else {
+        return Ok(());
+    };
+    let field = |id: &str| -> String {
+        submit
+            .data
+            .components
+            .iter()
+            .flat_map(|row| &row.components)
+            .find_map(|c| match c {
+                serenity::ActionRowComponent::InputText(input) if input.custom_id == id => {
+                    input.value.clone()
+                }
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let tell = |text: String| async move {
+        let notice = serenity::CreateInteractionResponseMessage::new()
+            .content(text)
+            .ephemeral(true);
+        submit
+            .create_response(
+                &ctx.http,
+                serenity::CreateInteractionResponse::Message(notice),
+            )
+            .await
+    };
+    let count = recipe.form.lines();
+    let line = match field(reply::OWN_LINE_NUMBER).trim().parse::<usize>() {
+        Ok(n) if (1..=count).contains(&n) => n - 1,
+        _ => {
+            tell(format!("第几句：请填 1 到 {count} 之间的数字。")).await?;
+            return Ok(());
+        }
+    };
+    if let Err(e) = data.admit(submit.user.id.get(), submit.channel_id.get()) {
+        tell(e.to_string()).await?;
+        return Ok(());
+    }
+    submit
+        .create_response(&ctx.http, serenity::CreateInteractionResponse::Acknowledge)
+        .await?;
+    let settings = data.state.get(submit.channel_id.get());
+    let options = data.options(
+        &settings,
+        Some(recipe.style),
+        Some(recipe.form),
+        None,
+        recipe.acrostic.clone(),
+    );
+    let before = field(reply::OWN_LINE_BEFORE);
+    let request = Request::OwnLine {
+        keywords: recipe.keywords.clone(),
+        lines: reply::poem_lines(old.description.as_deref().unwrap_or("")),
+        line,
+        text: field(reply::OWN_LINE_TEXT),
+        rewrite_before: reply::YES.contains(&before.trim().to_lowercase().as_str()),
+        options,
+    };
+    let answer = match data.worker.submit(request) {
+        Ok(ticket) => ticket.result().await.map_err(BotError::from),
+        Err(e) => Err(e.into()),
+    };
+    match answer {
+        Ok(poem) => {
+            let edit = serenity::EditInteractionResponse::new()
+                .embed(reply::embed_again(old, &poem))
+                .components(reply::components(&poem, &recipe));
+            submit.edit_response(&ctx.http, edit).await?;
+        }
+        Err(e) => {
+            let notice = serenity::CreateInteractionResponseFollowup::new()
+                .content(format!("这一句没有放进去，诗保持原样：{e}"))
+                .ephemeral(true);
+            submit.create_followup(&ctx.http, notice).await?;
         }
     }
     Ok(())

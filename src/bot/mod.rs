@@ -1,8 +1,9 @@
 //! The Discord bot: a thin poise/serenity layer over the pipeline.
 //!
 //! - [`types`]: `Data` shared by every handler, the `Context`, the error type.
-//! - [`commands`]: `/poem`, `/keywords`, `/config`, one file each.
-//! - [`events`]: photo posts, the 换一首 button and the 换一句 menu.
+//! - [`commands`]: `/poem`, `/check`, `/keywords`, `/config`, one file each.
+//! - [`events`]: photo posts, the 换一首 and style buttons, the 换一句 menu
+//!   and the own-line modal.
 //! - [`reply`]: how a poem looks (embed, button ids that survive restarts).
 //! - [`download`], [`state`], [`ratelimit`]: safe attachment downloads,
 //!   per-channel settings saved on every change, per-user and per-channel quotas.
@@ -89,7 +90,12 @@ pub async fn run(config: Config, pipeline: Pipeline) -> Result<(), Error> {
     });
     let framework = poise::Framework::builder()
         .options(poise::FrameworkOptions {
-            commands: vec![commands::poem::poem(), commands::keywords::keywords(), commands::config::config()],
+            commands: vec![
+                commands::poem::poem(),
+                commands::check::check(),
+                commands::keywords::keywords(),
+                commands::config::config(),
+            ],
             event_handler: |framework, event| {
                 Box::pin(events::handle(framework.serenity_context, event, framework.user_data))
             },
@@ -136,8 +142,14 @@ async fn on_error(error: poise::FrameworkError<'_, Arc<Data>, BotError>) {
     match error {
         poise::FrameworkError::Command { error, ctx, .. } => {
             tracing::info!(command = %ctx.command().name, "{error}");
+            // /check writes no poem: its refusals are whole sentences.
+            let prefix = if ctx.command().name == "check" {
+                ""
+            } else {
+                "写不成诗："
+            };
             let reply = poise::CreateReply::default()
-                .content(format!("写不成诗：{error}"))
+                .content(format!("{prefix}{error}"))
                 .ephemeral(true);
             if let Err(e) = ctx.send(reply).await {
                 tracing::warn!("could not tell the user: {e}");

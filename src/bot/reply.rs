@@ -8,12 +8,14 @@
 use poise::serenity_prelude as serenity;
 
 use crate::pipeline::PoemResult;
+use crate::poem::checker::Report;
 use crate::poem::{Candidate, Form, Style};
 
 const PREFIX: &str = "yingshi";
 const AGAIN: &str = "again";
 const LINE: &str = "line";
 const SWITCH: &str = "switch";
+const OWN: &str = "own";
 /// After the action, for a 集句 poem's components (ids without it: a written poem's).
 const JIJU_SUFFIX: &str = ".jiju";
 /// A credit's title is cut to this many characters, so that a 七律 and its
@@ -32,6 +34,8 @@ pub(crate) enum Action {
     Line,
     /// A new poem from the same recipe in the other style.
     Switch,
+    /// Your own line: a modal takes it, the lines after it are written on.
+    Own,
 }
 
 /// What it takes to write a poem again: style, form, acrostic, keywords.
@@ -71,6 +75,7 @@ impl Recipe {
             Action::Again => AGAIN,
             Action::Line => LINE,
             Action::Switch => SWITCH,
+            Action::Own => OWN,
         };
         let style = match self.style {
             Style::Generate => "",
@@ -110,6 +115,7 @@ impl Recipe {
             AGAIN => Action::Again,
             LINE => Action::Line,
             SWITCH => Action::Switch,
+            OWN => Action::Own,
             _ => return None,
         };
         let form = parts.next()?.parse().ok()?;
@@ -210,7 +216,99 @@ pub(crate) fn embed_again(old: &serenity::Embed, result: &PoemResult) -> serenit
         .footer(footer(result))
 }
 
-/// 换一首, the other style's button and the 换一句 menu, one option a line.
+/// The ids of the own-line modal's fields.
+pub(crate) const OWN_LINE_NUMBER: &str = "line";
+pub(crate) const OWN_LINE_TEXT: &str = "text";
+pub(crate) const OWN_LINE_BEFORE: &str = "before";
+/// What the third field takes to rewrite the lines before yours too.
+pub(crate) const YES: [&str; 4] = ["是", "好", "y", "yes"];
+
+/// The modal that takes your own line: which line, the line, and whether
+/// the lines before it are to be written anew too. Its id is the recipe's,
+/// so the submission knows the poem's keywords and form.
+pub(crate) fn own_line_modal(recipe: &Recipe) -> serenity::CreateModal {
+    let count = recipe.form.lines();
+    let n = recipe.form.chars_per_line();
+    let field = |id: &str, label: String, placeholder: String| {
+        serenity::CreateActionRow::InputText(
+            serenity::CreateInputText::new(serenity::InputTextStyle::Short, label, id)
+                .placeholder(placeholder),
+        )
+    };
+    serenity::CreateModal::new(recipe.id(Action::Own), "自己写一句").components(vec![
+        field(
+            OWN_LINE_NUMBER,
+            format!("第几句（1–{count}）"),
+            "如：3".into(),
+        ),
+        field(
+            OWN_LINE_TEXT,
+            format!("你的句子（{n} 字，合这首诗的平仄和韵）"),
+            "后面的句子会接着你的句子重写".into(),
+        ),
+        serenity::CreateActionRow::InputText(
+            serenity::CreateInputText::new(
+                serenity::InputTextStyle::Short,
+                "前面的句子也重写吗？（填“是”；留空则保留）",
+                OWN_LINE_BEFORE,
+            )
+            .required(false)
+            .max_length(3),
+        ),
+    ])
+}
+
+/// The strict check as an embed: each line with its 平仄 (a rhyming line
+/// marked 韵), the rhyme group, each fault by name at its place, the verdict.
+pub(crate) fn check_embed(report: &Report) -> serenity::CreateEmbed {
+    let mut text = String::new();
+    for (i, line) in report.lines.iter().enumerate() {
+        let rhyme = if line.rhyme.is_some() { "　韵" } else { "" };
+        let marks = if report.violations.iter().any(|v| v.line == i + 1) {
+            "　✗"
+        } else {
+            ""
+        };
+        text.push_str(&format!(
+            "**{}**　`{}`{rhyme}{marks}
+",
+            line.text, line.tones
+        ));
+    }
+    if let Some(group) = &report.rhyme_group {
+        text.push_str(&format!(
+            "
+韵部：{group}
+"
+        ));
+    }
+    let title = match report.form {
+        Some(form) => format!("格律检查 · {form}"),
+        None => "格律检查".to_owned(),
+    };
+    let mut embed = serenity::CreateEmbed::new().title(title).description(text);
+    if report.pass {
+        embed = embed
+            .field("结论", "合律 ✓", false)
+            .colour(serenity::Colour::DARK_GREEN);
+    } else {
+        let faults: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+        embed = embed
+            .field(
+                format!("不合之处（{} 处）", faults.len()),
+                faults.join("\n"),
+                false,
+            )
+            .field("结论", "不合律", false)
+            .colour(serenity::Colour::DARK_RED);
+    }
+    embed.footer(serenity::CreateEmbedFooter::new(
+        "中：此字平仄两读，或不在平水韵表中，两可",
+    ))
+}
+
+/// 换一首, the other style's button, 自己写一句 under a written poem (a 集句
+/// is old poets' lines only) and the 换一句 menu, one option a line.
 pub(crate) fn components(result: &PoemResult, recipe: &Recipe) -> Vec<serenity::CreateActionRow> {
     let again = serenity::CreateButton::new(recipe.id(Action::Again))
         .label("换一首")
@@ -235,8 +333,16 @@ pub(crate) fn components(result: &PoemResult, recipe: &Recipe) -> Vec<serenity::
         serenity::CreateSelectMenuKind::String { options },
     )
     .placeholder("换一句……");
+    let mut buttons = vec![again, other];
+    if recipe.style == Style::Generate {
+        buttons.push(
+            serenity::CreateButton::new(recipe.id(Action::Own))
+                .label("自己写一句")
+                .style(serenity::ButtonStyle::Secondary),
+        );
+    }
     vec![
-        serenity::CreateActionRow::Buttons(vec![again, other]),
+        serenity::CreateActionRow::Buttons(buttons),
         serenity::CreateActionRow::SelectMenu(menu),
     ]
 }
@@ -254,7 +360,7 @@ mod tests {
             keywords: vec!["春风".into(), "明月".into()],
         };
         for recipe in [recipe.clone(), recipe.switched()] {
-            for action in [Action::Again, Action::Line, Action::Switch] {
+            for action in [Action::Again, Action::Line, Action::Switch, Action::Own] {
                 assert_eq!(
                     Recipe::parse(&recipe.id(action)),
                     Some((action, recipe.clone()))

@@ -79,7 +79,10 @@ pub(crate) fn own_line_faults(lines: &[String], line: usize) -> String {
         .map(Violation::to_string)
         .collect();
     if faults.is_empty() {
-        format!("第{}句与前面的诗句合不成一首格律诗：平仄与韵不能同时相合", line + 1)
+        format!(
+            "第{}句与前面的诗句合不成一首格律诗：平仄与韵不能同时相合",
+            line + 1
+        )
     } else {
         format!("第{}句放不进这首诗：{}", line + 1, faults.join("，"))
     }
@@ -147,16 +150,13 @@ pub fn shape_problem(lines: &[String]) -> Option<String> {
     if n != 5 && n != 7 {
         return Some(format!("每句五字或七字，第1句有 {n} 字。"));
     }
-    lines
-        .iter()
-        .position(|l| l.chars().count() != n)
-        .map(|i| {
-            format!(
-                "每句字数要一样：第1句 {n} 字，第{}句 {} 字。",
-                i + 1,
-                lines[i].chars().count()
-            )
-        })
+    lines.iter().position(|l| l.chars().count() != n).map(|i| {
+        format!(
+            "每句字数要一样：第1句 {n} 字，第{}句 {} 字。",
+            i + 1,
+            lines[i].chars().count()
+        )
+    })
 }
 
 pub fn check(poem: &str) -> Report {
@@ -415,15 +415,26 @@ mod tests {
     #[test]
     fn a_wrong_shape_is_said_in_a_sentence() {
         let problem = |poem: &str| shape_problem(&split_lines(poem));
-        assert_eq!(problem("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"), None);
+        assert_eq!(
+            problem("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"),
+            None
+        );
         assert!(problem("").unwrap().contains("没有诗句"));
         assert!(problem("hello world").unwrap().contains("「hellowor」"));
-        assert!(problem("白日依山尽，黄河入海流。").unwrap().contains("这里有 2 句"));
-        assert!(problem("白日依山，黄河入海，欲穷千里，更上一层").unwrap().contains("第1句有 4 字"));
-        assert!(problem("白日依山尽，黄河入海流。欲穷千里目，更上一层楼啊。")
+        assert!(problem("白日依山尽，黄河入海流。")
             .unwrap()
-            .contains("第4句 6 字"));
-        assert!(problem(&"春".repeat(MAX_POEM_CHARS + 1)).unwrap().contains("太长了"));
+            .contains("这里有 2 句"));
+        assert!(problem("白日依山，黄河入海，欲穷千里，更上一层")
+            .unwrap()
+            .contains("第1句有 4 字"));
+        assert!(
+            problem("白日依山尽，黄河入海流。欲穷千里目，更上一层楼啊。")
+                .unwrap()
+                .contains("第4句 6 字")
+        );
+        assert!(problem(&"春".repeat(MAX_POEM_CHARS + 1))
+            .unwrap()
+            .contains("太长了"));
     }
 
     #[test]

@@ -555,7 +555,11 @@ pub(crate) fn read_own_line(form: Form, typed: &str) -> Result<String, PoemError
 /// Each line's characters with their tones, for a poem of `form` whose line
 /// `line` is being worked on; refused when its shape is not the form's or a
 /// character has no tone the rules know.
-fn toned_lines(form: Form, lines: &[String], line: usize) -> Result<Vec<Vec<CharTones>>, PoemError> {
+fn toned_lines(
+    form: Form,
+    lines: &[String],
+    line: usize,
+) -> Result<Vec<Vec<CharTones>>, PoemError> {
     let (count, n) = (form.lines(), form.chars_per_line());
     if lines.len() != count {
         return Err(PoemError::Lines(format!(
