@@ -85,7 +85,7 @@ struct KeywordsArgs {
     /// The photo.
     #[arg(long, value_name = "PATH")]
     image: PathBuf,
-    /// How many keywords (default: keywords.top_k).
+    /// How many keywords, up to the vocabulary's size (default: keywords.top_k).
     #[arg(long)]
     top_k: Option<usize>,
     #[command(flatten)]
@@ -345,12 +345,20 @@ fn bot(config: Config, placement: &Placement, args: BotArgs) -> Result<ExitCode,
 }
 
 fn keywords(config: &Config, placement: &Placement, args: KeywordsArgs) -> Result<ExitCode, Error> {
+    // Any number up to the vocabulary's size: the bot's `top_k` stays in
+    // bounds::TOP_K, what fits a poem.
     let top_k = args.top_k.unwrap_or(config.keywords.top_k);
-    if let Some(message) = out_of(&bounds::TOP_K, top_k) {
-        return Err(Error::Input(format!("--top-k {message}")));
+    if top_k == 0 {
+        return Err(Error::Input("--top-k takes 1 or more".into()));
     }
     let bytes = read_photo(&args.image)?;
     let mut matcher = load_matcher(config, placement, &args.matcher)?;
+    let size = matcher.vocabulary_size();
+    if top_k > size {
+        return Err(Error::Input(format!(
+            "--top-k takes at most {size}, the vocabulary's size; got {top_k}"
+        )));
+    }
     let found = matcher.match_photo(
         &bytes,
         top_k,
@@ -363,6 +371,12 @@ fn keywords(config: &Config, placement: &Placement, args: KeywordsArgs) -> Resul
         for s in &found {
             println!("{}\t{:.4}", s.keyword, s.score);
         }
+    }
+    if found.len() < top_k {
+        eprintln!(
+            "({} keywords: one per topic, as keywords.diverse asks; YINGSHI_KEYWORDS__DIVERSE=false gives {top_k})",
+            found.len()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -95,6 +95,11 @@ impl Matcher {
         self.top_keywords(&feature, top_k, diverse, list)
     }
 
+    /// How many keywords the built-in vocabulary (or `--keywords-file`) holds.
+    pub fn vocabulary_size(&self) -> usize {
+        self.index.len()
+    }
+
     /// Decodes photos and embeds those that decode as one batch.
     pub(crate) fn embed_photos(&self, photos: &[&[u8]]) -> Vec<Result<Vec<f32>, Error>> {
         // The photos that decode go to the model; the others keep their error.

@@ -221,6 +221,45 @@ fn keywords_json_from_a_photo() {
     assert_eq!(topics.len(), 5);
 }
 
+/// The command line takes any number of keywords up to the vocabulary's
+/// size (the bot keeps to 1–16): as many as asked with keywords.diverse off,
+/// one per topic with it on (the default), which stderr says.
+#[test]
+fn keywords_top_k_goes_up_to_the_vocabulary() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut cmd = keywords_of_a_photo(1_000_000);
+    with_tiny_clip(&mut cmd, cache.path());
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let size: usize = err
+        .split("at most ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(size > 100, "{err}");
+
+    let mut cmd = keywords_of_a_photo(size);
+    with_tiny_clip(&mut cmd, cache.path());
+    cmd.env("YINGSHI_KEYWORDS__DIVERSE", "false");
+    let v = run_json(&mut cmd);
+    assert_eq!(v["keywords"].as_array().unwrap().len(), size);
+
+    let mut cmd = keywords_of_a_photo(size);
+    with_tiny_clip(&mut cmd, cache.path());
+    let out = cmd.output().unwrap();
+    assert!(out.status.success());
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let topics = shown["keywords"].as_array().unwrap().len();
+    assert!(topics > 16 && topics < size, "{topics} of {size}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("one per topic"), "{err}");
+
+    let mut cmd = keywords_of_a_photo(0);
+    with_tiny_clip(&mut cmd, cache.path());
+    assert_eq!(cmd.output().unwrap().status.code(), Some(2));
+}
+
 #[test]
 fn bad_photos_exit_2_with_a_message() {
     let cache = tempfile::tempdir().unwrap();

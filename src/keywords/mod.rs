@@ -166,6 +166,15 @@ pub struct KeywordIndex {
 }
 
 impl KeywordIndex {
+    /// How many keywords it holds.
+    pub fn len(&self) -> usize {
+        self.keywords.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keywords.is_empty()
+    }
+
     /// Embeds the vocabulary's prompts, reusing the cache for texts seen before.
     pub fn build(
         vocabulary: &Vocabulary,
