@@ -15,6 +15,9 @@ use crate::error::{ConfigError, PlacementError};
 use crate::linear::ProductPrecision;
 use crate::poem::{Form, PoetChoice, Style};
 
+pub(crate) mod shards;
+use shards::Shards;
+
 /// The default settings, every key with a comment.
 pub(crate) const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -135,7 +138,7 @@ pub(crate) struct Discord {
     pub(crate) token: Secret,
     pub(crate) proxy: String,
     pub(crate) state_file: String,
-    pub(crate) shards: crate::bot::shards::Shards,
+    pub(crate) shards: Shards,
 }
 
 /// A string that never shows in a log line or a Debug print.

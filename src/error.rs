@@ -97,15 +97,17 @@ pub enum ModelError {
     Unsupported { path: PathBuf, problem: String },
     #[error("Chinese-CLIP runs in f32 or bf16, not f16 (it is not checked against the reference in f16)")]
     ClipF16,
-    #[error("{dir} is not a Chinese-CLIP directory: it needs {needed}", needed = crate::embedding::NEEDED_FILES)]
-    NotClipDir { dir: PathBuf },
-    #[error("cannot download {repo} from the Hugging Face hub. Offline, download it elsewhere and point --clip-model (or models.clip_dir) at a directory with {needed}", needed = crate::embedding::NEEDED_FILES)]
+    /// `needed`: the files a Chinese-CLIP directory holds, in words.
+    #[error("{dir} is not a Chinese-CLIP directory: it needs {needed}")]
+    NotClipDir { dir: PathBuf, needed: &'static str },
+    #[error("cannot download {repo} from the Hugging Face hub. Offline, download it elsewhere and point --clip-model (or models.clip_dir) at a directory with {needed}")]
     ClipDownload {
         repo: String,
+        needed: &'static str,
         source: hf_hub::api::sync::ApiError,
     },
-    #[error("{repo} is not in the Hugging Face cache and HF_HUB_OFFLINE=1; download it elsewhere and point --clip-model (or models.clip_dir) at a directory with {needed}", needed = crate::embedding::NEEDED_FILES)]
-    ClipOffline { repo: String },
+    #[error("{repo} is not in the Hugging Face cache and HF_HUB_OFFLINE=1; download it elsewhere and point --clip-model (or models.clip_dir) at a directory with {needed}")]
+    ClipOffline { repo: String, needed: &'static str },
     #[error("cannot load the weights in {0}: {1}")]
     Weights(PathBuf, Box<candle_core::Error>),
     #[error("the model failed while computing: {0}")]
@@ -189,6 +191,15 @@ pub enum PoemError {
     NoJiju,
 }
 
+/// Either side of embedding a photo can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error(transparent)]
+    Photo(#[from] PhotoError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
 /// The LLM poet's model cannot be had or run.
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
@@ -269,7 +280,7 @@ pub enum Error {
     Service(String),
     /// Embedding a photo failed: the photo, or the model.
     #[error(transparent)]
-    Embed(#[from] crate::embedding::EmbedError),
+    Embed(#[from] EmbedError),
     /// One failure of a batch, the answer of every request in it.
     #[error(transparent)]
     Batch(std::sync::Arc<Error>),
@@ -304,7 +315,7 @@ impl Error {
                     | LlmError::NotLoaded,
                 ),
             ) => 2,
-            Error::Embed(crate::embedding::EmbedError::Photo(_)) => 2,
+            Error::Embed(EmbedError::Photo(_)) => 2,
             Error::Batch(inner) => inner.exit_code(),
             Error::Internal(_) => 3,
             Error::Model(_) | Error::Poem(_) | Error::Service(_) | Error::Embed(_) => 1,

@@ -15,7 +15,6 @@ pub mod download;
 pub(crate) mod events;
 pub(crate) mod ratelimit;
 pub(crate) mod reply;
-pub(crate) mod shards;
 pub(crate) mod state;
 pub(crate) mod types;
 
@@ -24,11 +23,11 @@ use std::time::Duration;
 
 use poise::serenity_prelude as serenity;
 
+use crate::config::shards::Shards;
 use crate::config::Config;
 use crate::error::Error;
 use crate::pipeline::Pipeline;
 use crate::worker::{Batching, Worker};
-use shards::Shards;
 use types::{BotError, Data};
 
 /// Builds the bot's state, connects, and runs until the connection ends.

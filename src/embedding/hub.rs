@@ -28,7 +28,10 @@ pub(crate) fn locate(source: &ClipSource) -> Result<PathBuf, ModelError> {
     match source {
         ClipSource::Dir(dir) => {
             if !dir.join("config.json").exists() {
-                return Err(ModelError::NotClipDir { dir: dir.clone() });
+                return Err(ModelError::NotClipDir {
+                    dir: dir.clone(),
+                    needed: NEEDED_FILES,
+                });
             }
             Ok(dir.clone())
         }
@@ -38,9 +41,13 @@ pub(crate) fn locate(source: &ClipSource) -> Result<PathBuf, ModelError> {
                 return Ok(dir);
             }
             if std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| v == "1") {
-                return Err(ModelError::ClipOffline { repo: repo.clone() });
+                return Err(ModelError::ClipOffline {
+                    repo: repo.clone(),
+                    needed: NEEDED_FILES,
+                });
             }
             download(&hub_repo).map_err(|source| ModelError::ClipDownload {
+                needed: NEEDED_FILES,
                 repo: repo.clone(),
                 source,
             })

@@ -34,11 +34,10 @@ use crate::weights::SafetensorsFiles;
 use text::TextTower;
 use vision::VisionTower;
 
-pub(crate) use hub::NEEDED_FILES;
 pub(crate) use hub::{locate, ClipSource};
 
 use crate::device::on_cpu_pool;
-use crate::error::{ModelError, PhotoError};
+use crate::error::{EmbedError, ModelError};
 use crate::photo::Preprocessor;
 
 /// Chinese-CLIP's text context length (its tokenizer's `model_max_length`).
@@ -252,15 +251,6 @@ impl ClipModel {
         }
         Ok(normalize(&self.text_features_in(texts, precision)?)?.to_vec2()?)
     }
-}
-
-/// Either side of embedding a photo can fail.
-#[derive(Debug, thiserror::Error)]
-pub enum EmbedError {
-    #[error(transparent)]
-    Photo(#[from] PhotoError),
-    #[error(transparent)]
-    Model(#[from] ModelError),
 }
 
 fn normalize(features: &Tensor) -> candle_core::Result<Tensor> {
