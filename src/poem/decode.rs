@@ -241,12 +241,14 @@ impl Decoder<'_> {
         let Some(verse) = Verse::continuing(form, &req.lines, req.line)? else {
             return Err(PoemError::OwnLine(own_line_faults(&req.lines, req.line)));
         };
-        if let Some(line) = req.lines[..=req.line]
+        // Only a line someone typed can hold a character the poet never learnt.
+        if let Some(c) = req.lines[..=req.line]
             .iter()
-            .find(|l| l.chars().any(|c| self.model.id_of(c).is_none()))
+            .flat_map(|l| l.chars())
+            .find(|&c| self.model.id_of(c).is_none())
         {
-            return Err(PoemError::Lines(format!(
-                "「{line}」 has a character the poet does not know"
+            return Err(PoemError::OwnLine(format!(
+                "「{c}」这个字诗人没有学过，接不下去；换一个字试试。"
             )));
         }
         let mut seed_rng = StdRng::seed_from_u64(job.seed);
