@@ -234,18 +234,28 @@ impl Linear {
         };
         let (out, d_out) = match &self.weight {
             Weight::Transposed(weight_t) => (with_bias(xs.matmul(weight_t)?)?, weight_t.dim(1)?),
-            Weight::Panels { panels, d_out, .. }
-                if precision == ProductPrecision::Bf16OnTiles
-                    && panels.dtype() == DType::F32
-                    && precision.runs_here() =>
+            Weight::Panels {
+                panels,
+                d_in: weight_d_in,
+                d_out,
+            } if precision == ProductPrecision::Bf16OnTiles
+                && panels.dtype() == DType::F32
+                && precision.runs_here() =>
             {
-                let product = TileProduct { d_out: *d_out };
+                let product = TileProduct {
+                    d_in: *weight_d_in,
+                    d_out: *d_out,
+                };
                 (
                     with_bias(xs.contiguous()?.apply_op2_no_bwd(panels, &product)?)?,
                     *d_out,
                 )
             }
-            Weight::Panels { panels, d_out, .. } => {
+            Weight::Panels {
+                panels,
+                d_in: weight_d_in,
+                d_out,
+            } => {
                 // Panels are built only for f32 weights on the CPU, and
                 // the bias is loaded beside the weight.
                 let bias = self.bias.as_ref().map(Tensor::storage_and_layout);
@@ -259,6 +269,7 @@ impl Linear {
                     None => None,
                 };
                 let product = PanelProduct {
+                    d_in: *weight_d_in,
                     d_out: *d_out,
                     bias,
                 };
@@ -275,6 +286,11 @@ impl Linear {
 /// may be what is left), so that none ends on a lone panel where the
 /// AVX-512 kernel and the tiles take two.
 fn in_panel_tasks(strips: usize, task: impl Fn(usize, usize) + Sync) {
+    // A layer of no outputs has no panels and no work (and 0 tasks of 0
+    // panels would divide by zero below).
+    if strips == 0 {
+        return;
+    }
     let per_task = strips
         .div_ceil(TASKS_PER_THREAD * rayon::current_num_threads())
         .next_multiple_of(2);
@@ -283,17 +299,19 @@ fn in_panel_tasks(strips: usize, task: impl Fn(usize, usize) + Sync) {
         .for_each(|t| task(t * per_task, per_task.min(strips - t * per_task)));
 }
 
-/// Refuses panels not of `shape` for `x` of `(rows, d_in)`, or inputs of
-/// width 0.
+/// Refuses `x` of `(rows, width)` unless its width is the layer's `d_in`
+/// (not 0), and panels not of `shape`. The width is checked on its own:
+/// bf16 panels hold inputs in pairs, so their shape alone would let an
+/// input one column short of an even `d_in`, or past an odd one, through.
 fn check_panels(
     panels: &Layout,
     shape: &Shape,
-    (rows, d_in): (usize, usize),
-    d_out: usize,
+    (rows, width): (usize, usize),
+    (d_in, d_out): (usize, usize),
 ) -> Result<()> {
-    if panels.shape() != shape || d_in == 0 {
+    if width != d_in || panels.shape() != shape || d_in == 0 {
         candle_core::bail!(
-            "({rows}, {d_in}) times panels {:?} for {d_out} outputs",
+            "({rows}, {width}) times panels {:?} of {d_in} inputs for {d_out} outputs",
             panels.shape(),
         );
     }
@@ -304,6 +322,7 @@ fn check_panels(
 /// bias `b`, if any, added as the sums are stored (the same bits as adding
 /// it after, without another pass over the output).
 struct PanelProduct<'a> {
+    d_in: usize,
     d_out: usize,
     bias: Option<&'a [f32]>,
 }
@@ -326,7 +345,7 @@ impl CustomOp2 for PanelProduct<'_> {
             CpuStorage::BF16(_) => (strips, d_in.div_ceil(2), PANEL, 2).into(),
             _ => (strips, d_in, PANEL).into(),
         };
-        check_panels(l2, &panels_shape, (rows, d_in), self.d_out)?;
+        check_panels(l2, &panels_shape, (rows, d_in), (self.d_in, self.d_out))?;
         if self.bias.is_some_and(|b| b.len() != self.d_out) {
             candle_core::bail!(
                 "a bias of {} for {} outputs",
@@ -374,6 +393,7 @@ impl CustomOp2 for PanelProduct<'_> {
 /// task rounds its own panels, which then stay in its core's L2 while every
 /// row goes through them.
 struct TileProduct {
+    d_in: usize,
     d_out: usize,
 }
 
@@ -395,7 +415,12 @@ impl CustomOp2 for TileProduct {
         if !amx::available() {
             candle_core::bail!("a product on AMX tiles where the CPU has none");
         }
-        check_panels(l2, &(strips, d_in, PANEL).into(), (rows, d_in), self.d_out)?;
+        check_panels(
+            l2,
+            &(strips, d_in, PANEL).into(),
+            (rows, d_in),
+            (self.d_in, self.d_out),
+        )?;
         if rows == 0 {
             return Ok((CpuStorage::F32(Vec::new()), Shape::from((0, self.d_out))));
         }
@@ -972,6 +997,46 @@ mod tests {
         (a - b)
             .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar())
             .unwrap()
+    }
+
+    /// An input whose width is not the layer's is refused, on bf16 panels
+    /// too, where inputs are held in pairs: a width one short of an even
+    /// `d_in`, or one past an odd one, makes the same number of pairs.
+    #[test]
+    fn an_input_of_the_wrong_width_is_refused() {
+        if !avx2_fma() {
+            eprintln!("no AVX2 and FMA here: layers stay in Wᵀ, which gemm checks");
+            return;
+        }
+        for d_in in [6, 5] {
+            let weight = Tensor::randn(0f32, 1.0, (20, d_in), &Device::Cpu)
+                .and_then(|w| w.to_dtype(DType::BF16)?.to_dtype(DType::F32))
+                .unwrap();
+            let layer = Linear {
+                weight: Weight::new(&weight).unwrap(),
+                bias: None,
+            };
+            assert!(
+                matches!(&layer.weight, Weight::Panels { panels, .. } if panels.dtype() == DType::BF16)
+            );
+            for width in [d_in - 1, d_in + 1, 0] {
+                let xs = Tensor::randn(0f32, 1.0, (3, width), &Device::Cpu).unwrap();
+                assert!(
+                    layer.forward(&xs).is_err(),
+                    "(3, {width}) through a layer of {d_in} inputs"
+                );
+            }
+            let xs = Tensor::randn(0f32, 1.0, (3, d_in), &Device::Cpu).unwrap();
+            assert_eq!(layer.forward(&xs).unwrap().dims(), &[3, 20]);
+        }
+    }
+
+    /// A layer of no outputs gives its rows of nothing, in panels as in `Wᵀ`.
+    #[test]
+    fn a_layer_of_no_outputs_gives_empty_rows() {
+        let (layer, _, _) = layer(8, 0);
+        let xs = Tensor::randn(0f32, 1.0, (4, 8), &Device::Cpu).unwrap();
+        assert_eq!(layer.forward(&xs).unwrap().dims(), &[4, 0]);
     }
 
     /// A layer in panels gives gemm's product (with its bias) to within float
