@@ -95,11 +95,27 @@ impl SafetensorsFiles {
                         &format!("tensor {name}: unknown dtype {}", entry.dtype),
                     )
                 })?;
+                // Dtypes of less than a byte an element (f4, f6e2m3, f6e3m2)
+                // have size 0 here: any shape would take no bytes.
+                if dtype.size_in_bytes() == 0 {
+                    return Err(bad(
+                        path,
+                        &format!("tensor {name}: dtype {} is not read here", entry.dtype),
+                    ));
+                }
+                // Every count from the header is checked, not trusted to fit.
                 let (begin, end) = entry.data_offsets;
-                let elements: usize = entry.shape.iter().product();
+                let bytes = entry
+                    .shape
+                    .iter()
+                    .try_fold(1usize, |n, &d| n.checked_mul(d))
+                    .and_then(|elements| elements.checked_mul(dtype.size_in_bytes()));
+                let ends_at = u64::try_from(end)
+                    .ok()
+                    .and_then(|end| data_start.checked_add(end));
                 if end < begin
-                    || end - begin != elements * dtype.size_in_bytes()
-                    || data_start + end as u64 > file_len
+                    || bytes != Some(end - begin)
+                    || ends_at.is_none_or(|ends_at| ends_at > file_len)
                 {
                     return Err(bad(path, &format!("tensor {name}: its offsets do not fit")));
                 }
@@ -134,6 +150,9 @@ impl SafetensorsFiles {
         dtype: DType,
     ) -> candle_core::Result<RowsInFile> {
         let stored = self.stored_with_shape(name, &(rows, width).into())?;
+        if width == 0 {
+            candle_core::bail!("{name} is a table of rows of no width");
+        }
         let OpenFile { path, len, .. } = &self.files[stored.file];
         let file = File::open(path)?;
         if file.metadata()?.len() != *len {
@@ -322,6 +341,53 @@ mod tests {
         assert!(rows.get(&[1, 5]).is_err());
         assert!(files.rows_in_file("table", (3, 5), DType::F32).is_err());
         assert!(files.rows_in_file("missing", (5, 3), DType::F32).is_err());
+    }
+
+    /// A file whose header is only this JSON, and `data` after it.
+    fn file_with_header(dir: &Path, header: &serde_json::Value, data: &[u8]) -> PathBuf {
+        let path = dir.join("h.safetensors");
+        let header = header.to_string();
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        bytes.extend(data);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Headers that lie: element counts and offsets that overflow, and a
+    /// dtype of less than a byte an element (size 0, so any shape would take
+    /// no bytes), are refused when the file opens; a table of rows of no
+    /// width is refused before a row is read.
+    #[test]
+    fn counts_and_offsets_that_overflow_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = 1usize << 40;
+        let lies = [
+            // 2⁴⁰ × 2⁴⁰ × 2⁴⁰ elements wrap to 0, as many as the bytes given.
+            serde_json::json!({"t": {"dtype": "F32", "shape": [huge, huge, huge], "data_offsets": [0, 0]}}),
+            // 2⁶² elements of 4 bytes wrap to 0.
+            serde_json::json!({"t": {"dtype": "F32", "shape": [1usize << 62], "data_offsets": [0, 0]}}),
+            // The data start plus an end near 2⁶⁴ wraps below the file's length.
+            serde_json::json!({"t": {"dtype": "U8", "shape": [4], "data_offsets": [u64::MAX - 4, u64::MAX]}}),
+            serde_json::json!({"t": {"dtype": "F4", "shape": [1000, 1000], "data_offsets": [0, 0]}}),
+        ];
+        for header in lies {
+            let path = file_with_header(dir.path(), &header, &[0; 16]);
+            let opened = std::panic::catch_unwind(|| SafetensorsFiles::open(&[path]));
+            match opened {
+                Ok(Err(e)) => assert!(
+                    e.to_string().contains("do not fit") || e.to_string().contains("not read here"),
+                    "{header}: {e}"
+                ),
+                Ok(Ok(_)) => panic!("{header} was taken"),
+                Err(_) => panic!("{header} panicked"),
+            }
+        }
+        let header =
+            serde_json::json!({"t": {"dtype": "F32", "shape": [5, 0], "data_offsets": [0, 0]}});
+        let files = SafetensorsFiles::open(&[file_with_header(dir.path(), &header, &[])]).unwrap();
+        let table = files.rows_in_file("t", (5, 0), DType::F32);
+        assert!(table.is_err());
     }
 
     #[test]
