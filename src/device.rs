@@ -19,17 +19,23 @@ impl Placement {
 }
 
 /// Fixes how many threads the models use on the CPU (`models.cpu_threads`;
-/// 0: every core this process may use) and returns that number. Call it before
-/// any other thread starts: it sets `RAYON_NUM_THREADS` (and
-/// `CANDLE_NUM_THREADS`, below), which candle reads.
+/// 0: every core this process may use) and returns that number. It sets
+/// `RAYON_NUM_THREADS` (and `CANDLE_NUM_THREADS`, below), which candle reads.
 ///
 /// candle asks for its thread count on every matrix product; without
 /// `RAYON_NUM_THREADS` it counts the physical cores by reading
 /// `/proc/cpuinfo` each time, which cost 15–20 % of a poem's time on two cores.
-pub fn pin_cpu_threads(setting: usize) -> usize {
+///
+/// # Safety
+/// Setting the environment is sound only while no other thread reads or
+/// writes it: call this first thing in `main`, before a runtime, a model or
+/// a thread pool starts threads. So a caller has to say so:
+///
+/// ```compile_fail
+/// yingshi::device::pin_cpu_threads(2);
+/// ```
+pub unsafe fn pin_cpu_threads(setting: usize) -> usize {
     let threads = if setting > 0 { setting } else { cpu_threads() };
-    // Sound only while no other thread reads the environment: the caller
-    // runs this first thing, before the runtime or a model starts threads.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     // candle splits element-wise ops of 64 Ki elements or more across a pool
     // of its own whose workers spin while they wait; the poet's encoder waited

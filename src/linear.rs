@@ -81,6 +81,29 @@ impl ProductPrecision {
     }
 }
 
+/// The kernels this CPU's products run on, in words for the log at start:
+/// which panel kernel (or gemm), and whether the `*_bf16` settings' products
+/// go to AMX tiles or stay in f32, and why.
+pub fn kernels_in_use() -> String {
+    let panels = if !avx2_fma() {
+        "gemm (no AVX2 and FMA: layers stay in Wᵀ)"
+    } else if avx512f() {
+        "panels on the AVX-512 kernel"
+    } else if crate::cpu_kernels::avx512_held_back() {
+        "panels on the AVX2 kernel (AVX-512 held back by YINGSHI_CPU_CAPABILITY)"
+    } else {
+        "panels on the AVX2 kernel"
+    };
+    #[cfg(target_arch = "x86_64")]
+    let tiles = amx::unavailable_because();
+    #[cfg(not(target_arch = "x86_64"))]
+    let tiles = Some("not an x86-64 CPU");
+    match tiles {
+        None => format!("{panels}; *_bf16 products on AMX tiles"),
+        Some(why) => format!("{panels}; no AMX tiles ({why}): *_bf16 products in f32"),
+    }
+}
+
 /// A dense layer `x · Wᵀ + b` over the last dimension, the leading ones
 /// flattened into the rows of one product.
 pub(crate) struct Linear {

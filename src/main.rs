@@ -285,7 +285,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, Error> {
     let config = Config::load(cli.config.as_deref())?;
-    yingshi::device::pin_cpu_threads(config.models.cpu_threads);
+    // SAFETY: no thread but this one has started yet (the runtime, the
+    // models and their pool come later).
+    unsafe { yingshi::device::pin_cpu_threads(config.models.cpu_threads) };
     yingshi::device::tune_malloc();
     // One device for all the models of a run, so that a GPU's context and
     // kernels are set up once.
@@ -324,6 +326,9 @@ fn load_matcher(
 }
 
 fn bot(config: Config, placement: &Placement, args: BotArgs) -> Result<ExitCode, Error> {
+    // Once at start, so that a log says which kernels served it (and why
+    // not AMX tiles, where the `*_bf16` settings asked for them).
+    tracing::info!("CPU kernels: {}", yingshi::kernels_in_use());
     let poet = load_poet(&config, placement, None)?;
     let matcher = load_matcher(&config, placement, &args.matcher)?;
     #[cfg_attr(not(feature = "llm"), allow(unused_mut))]

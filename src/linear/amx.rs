@@ -30,24 +30,55 @@ const _: () = assert!(PANEL == TILE && STEP == 32 && ROWS_PER_BLOCK.is_multiple_
 
 /// Whether this CPU has AMX tiles with bf16 products (and the AVX-512
 /// conversions the inputs go through, not held back by
-/// `YINGSHI_CPU_CAPABILITY`), and Linux lets this process use them: their
-/// 8 KiB of register state is granted per process on request.
+/// `YINGSHI_CPU_CAPABILITY`), the OS has enabled their state, and Linux
+/// lets this process use them: see [`unavailable_because`].
 pub(super) fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        // CPUID leaf 7 (where the CPU has it), EDX: bit 22 AMX-BF16, bit 24
-        // AMX-TILE.
-        let tiles = __get_cpuid_max(0).0 >= 7 && {
-            let edx = __cpuid_count(7, 0).edx;
-            edx & (1 << 22) != 0 && edx & (1 << 24) != 0
-        };
-        tiles
-            && crate::cpu_kernels::avx512f()
+    unavailable_because().is_none()
+}
+
+/// Why the tiles are not used here, `None` when they are (asked once).
+pub(super) fn unavailable_because() -> Option<&'static str> {
+    static WHY: OnceLock<Option<&'static str>> = OnceLock::new();
+    *WHY.get_or_init(|| {
+        // CPUID leaf 7 (where the CPU has it), EDX; leaf 1, ECX bit 27 OSXSAVE.
+        let leaf_7_edx = (__get_cpuid_max(0).0 >= 7).then(|| __cpuid_count(7, 0).edx);
+        let osxsave = __cpuid(1).ecx & (1 << 27) != 0;
+        // SAFETY: xgetbv is available where OSXSAVE is set, checked first.
+        let xcr0 = osxsave.then(|| unsafe { _xgetbv(0) });
+        let avx512 = crate::cpu_kernels::avx512f()
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512bf16")
-            && tile_state_granted()
+            && is_x86_feature_detected!("avx512bf16");
+        tiles_usable(leaf_7_edx, xcr0, avx512, tile_state_granted).err()
     })
+}
+
+/// The decision, from what the CPU and the OS report: CPUID leaf 7's EDX
+/// (bit 22 AMX-BF16, bit 24 AMX-TILE), XCR0 (`None` without OSXSAVE; bits
+/// 17 and 18, the tile configuration and data, enabled by the OS), whether
+/// the AVX-512 features the inputs need are there, and, asked last, whether
+/// Linux grants this process the tile data.
+fn tiles_usable(
+    leaf_7_edx: Option<u32>,
+    xcr0: Option<u64>,
+    avx512: bool,
+    granted: impl FnOnce() -> bool,
+) -> Result<(), &'static str> {
+    const TILE_STATE: u64 = (1 << 17) | (1 << 18);
+    match leaf_7_edx {
+        Some(edx) if edx & (1 << 22) != 0 && edx & (1 << 24) != 0 => {}
+        _ => return Err("the CPU has no AMX-TILE and AMX-BF16"),
+    }
+    if !avx512 {
+        return Err("AVX-512 (F, BW, VL, bf16) is missing or held back");
+    }
+    if xcr0.is_none_or(|xcr0| xcr0 & TILE_STATE != TILE_STATE) {
+        return Err("the OS has not enabled the tile state (XCR0)");
+    }
+    if !granted() {
+        return Err("Linux did not grant this process the tile data (arch_prctl)");
+    }
+    Ok(())
 }
 
 #[cfg(target_os = "linux")]
@@ -243,5 +274,35 @@ pub(super) unsafe fn multiply(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// AMX in CPUID is not enough: the OS must have enabled the tile state
+    /// in XCR0 before Linux is even asked for it, and each missing part is
+    /// named.
+    #[test]
+    fn tiles_need_the_cpu_the_os_and_linux() {
+        let amx = Some((1 << 22) | (1 << 24));
+        let tile_state = Some((1u64 << 17) | (1 << 18) | 0xe7);
+        let never_asked = || -> bool { panic!("Linux asked before the rest held") };
+        assert!(tiles_usable(amx, tile_state, true, || true).is_ok());
+        for (edx, xcr0, avx512, says) in [
+            (Some(1 << 24), tile_state, true, "AMX-BF16"),
+            (None, tile_state, true, "AMX-TILE"),
+            (amx, Some(0xe7), true, "XCR0"),
+            (amx, None, true, "XCR0"),
+            (amx, Some(0xe7 | (1 << 17)), true, "XCR0"),
+            (amx, tile_state, false, "AVX-512"),
+        ] {
+            let why = tiles_usable(edx, xcr0, avx512, never_asked).unwrap_err();
+            assert!(why.contains(says), "{why}");
+        }
+        assert!(tiles_usable(amx, tile_state, true, || false)
+            .unwrap_err()
+            .contains("arch_prctl"));
     }
 }
