@@ -1368,3 +1368,83 @@ async fn the_workshop_checks_poems_and_takes_your_own_line() {
     assert_eq!(new_lines[..3], [lines[0].as_str(), lines[1].as_str(), fits]);
     assert!(check_lines(&new_lines).pass, "{new_lines:?}");
 }
+
+/// A full disk under the state file (its temporary file is `/dev/full`, where
+/// every write fails with ENOSPC): `/config set` confirms nothing, says why,
+/// and the setting stays as it was; once there is room the next change is
+/// saved and survives a restart, and the refused one does not come back.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_confirms_nothing_and_the_bot_recovers() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let discord = FakeDiscord::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("state.json");
+    start_bot(&discord, &state_file, dir.path());
+    discord.expect("PUT", "/applications/100/commands").await;
+    let config = |id: &str, options: Value| slash(id, "config", options, "16");
+    let set = |id: &str, key: &str, value: &str| {
+        config(
+            id,
+            json!([{"name": "set", "type": 1, "options": [
+                {"name": "key", "type": 3, "value": key}, {"name": "value", "type": 3, "value": value}]}]),
+        )
+    };
+    let answer = |id: &'static str| {
+        let discord = &discord;
+        async move {
+            discord
+                .expect("POST", &format!("/interactions/{id}/tok{id}/callback"))
+                .await
+                .text()
+                .to_owned()
+        }
+    };
+    discord.send("INTERACTION_CREATE", set("760", "form", "七律"));
+    assert!(answer("760").await.contains("form = 七律"));
+
+    let tmp = state_file.with_extension("json.tmp");
+    std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+    discord.send("INTERACTION_CREATE", set("761", "top_k", "9"));
+    let refused = answer("761").await;
+    assert!(
+        refused.contains("什么也没改") && !refused.contains("已设置"),
+        "{refused}"
+    );
+    discord.send(
+        "INTERACTION_CREATE",
+        config("762", json!([{"name": "show", "type": 1, "options": []}])),
+    );
+    let shown = answer("762").await;
+    assert!(
+        shown.contains("form = 七律") && shown.contains("top_k = 4"),
+        "{shown}"
+    );
+
+    std::fs::remove_file(&tmp).unwrap();
+    discord.send("INTERACTION_CREATE", set("763", "candidates", "3"));
+    assert!(answer("763").await.contains("candidates = 3"));
+
+    let discord = FakeDiscord::start().await;
+    start_bot(&discord, &state_file, dir.path());
+    discord.expect("PUT", "/applications/100/commands").await;
+    discord.send(
+        "INTERACTION_CREATE",
+        slash(
+            "764",
+            "config",
+            json!([{"name": "show", "type": 1, "options": []}]),
+            "16",
+        ),
+    );
+    let shown = discord
+        .expect("POST", "/interactions/764/tok764/callback")
+        .await;
+    let shown = shown.text();
+    assert!(
+        shown.contains("form = 七律")
+            && shown.contains("candidates = 3")
+            && shown.contains("top_k = 4"),
+        "{shown}"
+    );
+}

@@ -1,6 +1,11 @@
 //! Per-channel settings and keyword lists, held in a `DashMap` and saved as a
 //! JSON snapshot (written to a temporary file, then renamed over the old one)
 //! on every change, so a restart — clean or not — loses nothing.
+//!
+//! A change that cannot be saved (a full disk, a read-only one) is undone:
+//! memory keeps what the file has, the one who asked is told nothing
+//! changed, and the next change saves the whole snapshot again, so the bot
+//! recovers by itself once the disk has room.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -121,7 +126,7 @@ impl ChannelSettings {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot save the bot's settings to {path}: {cause}")]
+#[error("没能保存设置（{path}: {cause}），所以这次什么也没改；等磁盘有空间后再试一次")]
 pub(crate) struct SaveError {
     path: PathBuf,
     /// Shown in the message (it reaches a user as one line), not chained.
@@ -131,7 +136,9 @@ pub(crate) struct SaveError {
 pub(crate) struct ChannelState {
     channels: DashMap<u64, ChannelSettings>,
     path: PathBuf,
-    /// One snapshot write at a time, so an older one never lands last.
+    /// One change at a time, from the change to its snapshot on disk (or
+    /// its undoing): an older snapshot never lands last, and none holds
+    /// another change that is still to be saved or undone.
     writing: Mutex<()>,
 }
 
@@ -171,23 +178,33 @@ impl ChannelState {
             .unwrap_or_default()
     }
 
-    /// Changes a channel's settings and saves the snapshot; returns the new settings.
+    /// Changes a channel's settings and saves the snapshot; returns the new
+    /// settings. When the snapshot cannot be written the change is undone.
     pub(crate) fn update<T>(
         &self,
         channel: u64,
         change: impl FnOnce(&mut ChannelSettings) -> T,
     ) -> Result<(T, ChannelSettings), SaveError> {
+        let _one_at_a_time = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let before = self.channels.get(&channel).map(|s| s.clone());
         let (out, now) = {
             let mut entry = self.channels.entry(channel).or_default();
             let out = change(&mut entry);
             (out, entry.clone())
         };
-        self.save()?;
+        if let Err(e) = self.save() {
+            tracing::warn!(channel, "a settings change was undone: {e}");
+            match before {
+                Some(before) => self.channels.insert(channel, before),
+                None => self.channels.remove(&channel).map(|(_, s)| s),
+            };
+            return Err(e);
+        }
         Ok((out, now))
     }
 
+    /// Writes the snapshot; the caller holds `writing`.
     fn save(&self) -> Result<(), SaveError> {
-        let _one_at_a_time = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let snapshot: BTreeMap<u64, ChannelSettings> = self
             .channels
             .iter()
@@ -253,6 +270,47 @@ mod tests {
         assert_eq!(again.get(2).form, Some(Form::QiLv));
         assert_eq!(again.get(3), ChannelSettings::default());
         assert!(!path.with_extension("json.tmp").exists());
+    }
+
+    /// A full disk (the snapshot's temporary file is `/dev/full`, where
+    /// every write fails with ENOSPC): the change is refused and undone, in
+    /// memory as on disk; once there is room the next change saves, and
+    /// the undone one is not in it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_change_that_cannot_be_saved_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        let state = ChannelState::load(&path).unwrap();
+        state
+            .update(1, |s| s.set("form", "七律"))
+            .unwrap()
+            .0
+            .unwrap();
+        let saved = std::fs::read_to_string(&path).unwrap();
+        let tmp = path.with_extension("json.tmp");
+        std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+        for channel in [1, 2] {
+            let err = state.update(channel, |s| s.set("top_k", "9")).unwrap_err();
+            assert!(err.to_string().contains("什么也没改"), "{err}");
+        }
+        assert_eq!(state.get(1).form, Some(Form::QiLv));
+        assert_eq!(state.get(1).top_k, None, "the failed change stays undone");
+        assert_eq!(state.get(2), ChannelSettings::default());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), saved);
+
+        std::fs::remove_file(&tmp).unwrap();
+        state
+            .update(2, |s| s.set("auto_reply", "on"))
+            .unwrap()
+            .0
+            .unwrap();
+        drop(state);
+        let again = ChannelState::load(&path).unwrap();
+        assert_eq!(again.get(1).form, Some(Form::QiLv));
+        assert_eq!(again.get(1).top_k, None);
+        assert!(again.get(2).auto_reply);
+        assert_eq!(again.get(2).top_k, None);
     }
 
     #[test]
