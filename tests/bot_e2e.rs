@@ -181,6 +181,162 @@ fn imagery(embed: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Discord's rate limits on replies (`POST /channels/{id}/messages`) as the
+/// fake applies them, a storm of 429s thrown in: each channel's bucket
+/// allows `LIMIT` replies a `WINDOW`; every third reply is refused with a
+/// 429 for its route, and every fifth of those with a global one. What the
+/// bot sends into a bucket its headers said was empty, or while a global
+/// 429 holds (later than `SLACK` after the fake said so, so that a reply
+/// already on its way does not count), is counted as exceeding.
+#[derive(Default)]
+struct Storm {
+    state: std::sync::Mutex<StormState>,
+}
+
+#[derive(Default)]
+struct StormState {
+    replies: usize,
+    /// Per channel: when its window began, the replies in it, and until
+    /// when (and since when) the fake has said it is empty.
+    buckets: std::collections::HashMap<String, Bucket>,
+    /// Until when a global 429 holds, and when it was sent.
+    global: Option<(std::time::Instant, std::time::Instant)>,
+    route_429s: usize,
+    global_429s: usize,
+    /// Replies sent into a bucket the headers said was empty, and while a
+    /// global 429 held.
+    exceeded_route: usize,
+    exceeded_global: usize,
+    /// (channel, message replied to), in the order first tried and delivered.
+    first_tried: Vec<(String, String)>,
+    delivered: Vec<(String, String)>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    began: std::time::Instant,
+    used: usize,
+    empty: Option<(std::time::Instant, std::time::Instant)>,
+}
+
+struct StormReply {
+    headers: String,
+    /// Seconds, and whether global, for a 429.
+    retry_after: Option<(f64, bool)>,
+}
+
+impl Storm {
+    const LIMIT: usize = 5;
+    const WINDOW: Duration = Duration::from_millis(250);
+    const RETRY: Duration = Duration::from_millis(60);
+    const SLACK: Duration = Duration::from_millis(20);
+
+    fn answer(&self, path: &str, body: &Value) -> StormReply {
+        let now = std::time::Instant::now();
+        let channel = path
+            .split("/channels/")
+            .nth(1)
+            .unwrap_or("")
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let reply = (
+            channel.clone(),
+            body["message_reference"]["message_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        );
+        let mut s = self.state.lock().unwrap();
+        s.replies += 1;
+        if !s.first_tried.contains(&reply) {
+            s.first_tried.push(reply.clone());
+        }
+        let held = |(until, said): (std::time::Instant, std::time::Instant)| {
+            now < until && now > said + Self::SLACK
+        };
+        let mut bucket = *s.buckets.entry(channel.clone()).or_insert(Bucket {
+            began: now,
+            used: 0,
+            empty: None,
+        });
+        if now >= bucket.began + Self::WINDOW {
+            bucket = Bucket {
+                began: now,
+                used: 0,
+                empty: None,
+            };
+        }
+        let ends = bucket.began + Self::WINDOW;
+        let headers = |remaining: usize, until: std::time::Instant, global: bool| {
+            // Whole milliseconds, rounded up: a client that waits what it
+            // is told never comes back early.
+            let after = until
+                .saturating_duration_since(now)
+                .as_micros()
+                .div_ceil(1000) as f64
+                / 1000.0;
+            let mut h = format!(
+                "x-ratelimit-limit: {}\r\nx-ratelimit-remaining: {remaining}\r\nx-ratelimit-reset-after: {after:.3}\r\nx-ratelimit-bucket: c{channel}\r\n",
+                Self::LIMIT
+            );
+            if global {
+                h.push_str("x-ratelimit-global: true\r\nx-ratelimit-scope: global\r\n");
+            }
+            h
+        };
+        let in_global = s.global.filter(|&g| held(g));
+        let answer = if let Some((until, _)) = in_global {
+            s.exceeded_global += 1;
+            let wait = until.saturating_duration_since(now).as_secs_f64();
+            StormReply {
+                headers: headers(0, until, true) + &format!("retry-after: {wait:.3}\r\n"),
+                retry_after: Some((wait, true)),
+            }
+        } else if bucket.empty.is_some_and(held) || bucket.used >= Self::LIMIT {
+            s.exceeded_route += 1;
+            let until = bucket.empty.map_or(ends, |e| e.0.max(ends));
+            bucket.empty.get_or_insert((until, now));
+            StormReply {
+                headers: headers(0, until, false)
+                    + &format!(
+                        "retry-after: {:.3}\r\n",
+                        until.saturating_duration_since(now).as_secs_f64()
+                    ),
+                retry_after: Some((until.saturating_duration_since(now).as_secs_f64(), false)),
+            }
+        } else if s.replies % 3 == 0 {
+            let until = now + Self::RETRY;
+            let global = s.replies % 15 == 0;
+            if global {
+                s.global_429s += 1;
+                s.global = Some((until, now));
+            } else {
+                s.route_429s += 1;
+                bucket.empty = Some((until, now));
+            }
+            StormReply {
+                headers: headers(0, until, global)
+                    + &format!("retry-after: {:.3}\r\n", Self::RETRY.as_secs_f64()),
+                retry_after: Some((Self::RETRY.as_secs_f64(), global)),
+            }
+        } else {
+            bucket.used += 1;
+            if bucket.used == Self::LIMIT {
+                bucket.empty = Some((ends, now));
+            }
+            s.delivered.push(reply);
+            StormReply {
+                headers: headers(Self::LIMIT - bucket.used, ends, false),
+                retry_after: None,
+            }
+        };
+        s.buckets.insert(channel, bucket);
+        answer
+    }
+}
+
 /// A connection's event queue and the `[id, total]` it identified with.
 type Shard = (mpsc::UnboundedSender<(String, Value)>, (u64, u64));
 
@@ -192,7 +348,44 @@ struct FakeDiscord {
 }
 
 impl FakeDiscord {
+    /// REST in plain HTTP, for `discord.proxy` (serenity's rate limiter off).
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// REST over TLS as `discord.com` with Discord's rate limits (`storm`),
+    /// and the client that reaches it there and trusts its certificate: the
+    /// bot runs with serenity's rate limiter on, as in production.
+    async fn start_tls(storm: Arc<Storm>) -> (Self, reqwest::Client) {
+        let key = rcgen::generate_simple_self_signed(vec!["discord.com".to_string()]).unwrap();
+        let cert_pem = key.cert.pem();
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![key.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.key_pair.serialize_der().into()),
+        )
+        .unwrap();
+        let discord = Self::start_with(Some((
+            tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+            storm,
+        )))
+        .await;
+        let rest: std::net::SocketAddr =
+            discord.proxy.trim_start_matches("http://").parse().unwrap();
+        let client = reqwest::Client::builder()
+            .resolve("discord.com", rest)
+            .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        (discord, client)
+    }
+
+    async fn start_with(tls: Option<(tokio_rustls::TlsAcceptor, Arc<Storm>)>) -> Self {
         let rest = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = format!("http://{}", rest.local_addr().unwrap());
         let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -205,7 +398,19 @@ impl FakeDiscord {
                     return;
                 };
                 let (seen, url) = (seen_tx.clone(), gateway_url.clone());
-                tokio::spawn(serve_rest(socket, seen, url));
+                match &tls {
+                    None => {
+                        tokio::spawn(serve_rest(socket, seen, url, None));
+                    }
+                    Some((acceptor, storm)) => {
+                        let (acceptor, storm) = (acceptor.clone(), storm.clone());
+                        tokio::spawn(async move {
+                            if let Ok(socket) = acceptor.accept(socket).await {
+                                serve_rest(socket, seen, url, Some(storm)).await;
+                            }
+                        });
+                    }
+                }
             }
         });
         let shards = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -341,12 +546,15 @@ async fn serve_gateway(
     }
 }
 
-async fn serve_rest(
-    socket: tokio::net::TcpStream,
+async fn serve_rest<S>(
+    socket: S,
     seen: mpsc::UnboundedSender<Seen>,
     gateway_url: String,
-) {
-    let (read, mut write) = socket.into_split();
+    storm: Option<Arc<Storm>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (read, mut write) = tokio::io::split(socket);
     let mut reader = BufReader::new(read);
     loop {
         let mut request_line = String::new();
@@ -388,7 +596,7 @@ async fn serve_rest(
         let _ = seen.send(Seen {
             method: method.clone(),
             path: path.clone(),
-            body: body_json,
+            body: body_json.clone(),
         });
         if path.contains("/slow.png") {
             // Headers, then a byte every 100 ms: past any sane total timeout.
@@ -405,8 +613,30 @@ async fn serve_rest(
             }
             return;
         }
-        let (status, kind, out): (&str, &str, Vec<u8>) = if path.starts_with("/cdn.discordapp.com/")
+        let mut headers = String::new();
+        let (status, kind, out): (&str, &str, Vec<u8>) = if let Some(reply) = storm
+            .as_ref()
+            .filter(|_| {
+                method == "POST" && path.ends_with("/messages") && path.contains("/channels/")
+            })
+            .map(|storm| storm.answer(&path, &body_json))
         {
+            headers = reply.headers;
+            match reply.retry_after {
+                None => (
+                    "200 OK",
+                    "application/json",
+                    message("900", "", false, json!([])).to_string().into_bytes(),
+                ),
+                Some((retry_after, global)) => (
+                    "429 Too Many Requests",
+                    "application/json",
+                    json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": global})
+                        .to_string()
+                        .into_bytes(),
+                ),
+            }
+        } else if path.starts_with("/cdn.discordapp.com/") {
             let (kind, photo) = cdn_file(&path);
             ("200 OK", kind, photo)
         } else if path.contains("/oauth2/applications/@me") {
@@ -437,7 +667,7 @@ async fn serve_rest(
             )
         };
         let head = format!(
-            "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n\r\n",
+            "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n{headers}\r\n",
             out.len()
         );
         if write.write_all(head.as_bytes()).await.is_err() || write.write_all(&out).await.is_err() {
@@ -523,9 +753,21 @@ fn start_bot(discord: &FakeDiscord, state_file: &Path, cache: &Path) {
 }
 
 fn start_bot_with(discord: &FakeDiscord, state_file: &Path, cache: &Path, extra: &[(&str, &str)]) {
+    start_bot_on(Some(&discord.proxy), None, state_file, cache, extra);
+}
+
+/// The bot against the fake: through `discord.proxy` (rate limiter off), or
+/// through `client` to the fake over TLS (rate limiter on).
+fn start_bot_on(
+    proxy: Option<&str>,
+    client: Option<reqwest::Client>,
+    state_file: &Path,
+    cache: &Path,
+    extra: &[(&str, &str)],
+) {
     let mut env = vec![
         ("DISCORD_TOKEN", "test-token".to_string()),
-        ("YINGSHI_DISCORD__PROXY", discord.proxy.clone()),
+        ("YINGSHI_DISCORD__PROXY", proxy.unwrap_or("").to_string()),
         (
             "YINGSHI_DISCORD__STATE_FILE",
             state_file.display().to_string(),
@@ -559,7 +801,7 @@ fn start_bot_with(discord: &FakeDiscord, state_file: &Path, cache: &Path, extra:
             .unwrap(),
     );
     tokio::spawn(async move {
-        if let Err(e) = yingshi::bot::run(config, pipeline).await {
+        if let Err(e) = yingshi::bot::run_with_client(config, pipeline, client).await {
             panic!("the bot stopped: {e}");
         }
     });
@@ -1748,4 +1990,79 @@ async fn hostile_events_and_attachments_leave_the_bot_answering() {
         "RSS {rss_before} → {rss_after} kB"
     );
     assert_eq!(panics, 0);
+}
+
+/// Discord's rate limits as production meets them: the bot reaches the fake
+/// over TLS with serenity's rate limiter on, and a burst of 500 posts across
+/// ten channels (each a file that is no photo, so each gets a quick refusal)
+/// meets the [`Storm`]: per-route and global 429s. Every reply is delivered
+/// once, each channel's in the order first tried, and the bot sends nothing
+/// past what the headers allow. The figures print for the README.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_storm_loses_repeats_and_reorders_no_reply() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let storm = Arc::new(Storm::default());
+    let (discord, client) = FakeDiscord::start_tls(storm.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    start_bot_on(
+        None,
+        Some(client),
+        &dir.path().join("state.json"),
+        dir.path(),
+        &[("YINGSHI_LIMITS__CHANNEL_PER_MINUTE", "1000")],
+    );
+    discord.expect("PUT", "/applications/100/commands").await;
+    let start = std::time::Instant::now();
+    let mut posts = Vec::new();
+    for i in 0..500 {
+        let (id, channel) = (format!("{}", 300_000 + i), format!("{}", 500 + i % 10));
+        let notes = attachment("notes.txt", "cdn.discordapp.com", 10, "text/plain");
+        let post = message_from(
+            &id,
+            &channel,
+            &format!("{}", 400_000 + i),
+            "<@100>",
+            true,
+            json!([notes]),
+        );
+        discord.send("MESSAGE_CREATE", post);
+        posts.push((channel, id));
+    }
+    while storm.state.lock().unwrap().delivered.len() < posts.len()
+        && start.elapsed() < Duration::from_secs(120)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Late repeats would show here.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = storm.state.lock().unwrap();
+    let lost = posts.iter().filter(|p| !s.delivered.contains(p)).count();
+    let repeated = s.delivered.len() - posts.iter().filter(|p| s.delivered.contains(p)).count();
+    let reordered = (500..510)
+        .map(|c| c.to_string())
+        .filter(|c| {
+            let order = |v: &[(String, String)]| {
+                v.iter().filter(|p| &p.0 == c).cloned().collect::<Vec<_>>()
+            };
+            order(&s.delivered) != order(&s.first_tried)
+        })
+        .count();
+    let limited = s.route_429s + s.global_429s + s.exceeded_route + s.exceeded_global;
+    eprintln!(
+        "429 storm: {} replies in {:.1} s; {limited} responses rate-limited ({} per route, {} global, \
+         {} for sending into an empty bucket, {} for sending during a global 429); \
+         {lost} lost, {repeated} repeated, {reordered} channels out of order",
+        s.delivered.len(),
+        start.elapsed().as_secs_f64(),
+        s.route_429s,
+        s.global_429s,
+        s.exceeded_route,
+        s.exceeded_global,
+    );
+    assert!(limited >= 200, "{limited} rate-limited");
+    assert_eq!((lost, repeated, reordered), (0, 0, 0));
+    assert_eq!(
+        s.exceeded_route, 0,
+        "replies sent into a bucket the headers said was empty"
+    );
 }

@@ -100,8 +100,12 @@ async fn photo_post(
             serenity::CreateMessage::new().content(format!("写不成诗：{e}"))
         }
     };
-    msg.channel_id
-        .send_message(&ctx.http, message.reference_message(msg))
+    let channel = msg.channel_id;
+    data.outbox
+        .post(
+            channel.get(),
+            channel.send_message(&ctx.http, message.reference_message(msg)),
+        )
         .await?;
     Ok(())
 }

@@ -7,12 +7,15 @@
 //! - [`reply`]: how a poem looks (embed, button ids that survive restarts).
 //! - [`download`], [`state`], [`ratelimit`]: safe attachment downloads,
 //!   per-channel settings saved on every change, per-user and per-channel quotas.
+//! - [`outbox`]: the bot's posts in channels, one at a time per channel and
+//!   none during a global 429, beside serenity's rate limiter.
 //!
 //! The models run on the worker thread ([`crate::worker`]), never on the runtime.
 
 pub(crate) mod commands;
 pub mod download;
 pub(crate) mod events;
+pub(crate) mod outbox;
 pub(crate) mod ratelimit;
 pub(crate) mod reply;
 pub(crate) mod state;
@@ -32,6 +35,17 @@ use types::{BotError, Data};
 
 /// Builds the bot's state, connects, and runs until the connection ends.
 pub async fn run(config: Config, pipeline: Pipeline) -> Result<(), Error> {
+    run_with_client(config, pipeline, None).await
+}
+
+/// [`run`], with Discord's REST API reached through `client` where one is
+/// given (a corporate proxy, another resolver or root certificate; the tests'
+/// fake Discord over TLS), serenity's rate limiter on as in production.
+pub async fn run_with_client(
+    config: Config,
+    pipeline: Pipeline,
+    client: Option<reqwest::Client>,
+) -> Result<(), Error> {
     let token = config.discord.token.expose().to_owned();
     if token.is_empty() {
         return Err(Error::Input(
@@ -54,7 +68,9 @@ pub async fn run(config: Config, pipeline: Pipeline) -> Result<(), Error> {
     .map_err(|e| Error::Service(format!("cannot set up downloads: {e}")))?;
     let llm_loaded = pipeline.has_llm();
     let jiju_loaded = pipeline.has_jiju();
+    let outbox = Arc::new(outbox::Outbox::default());
     let data = Arc::new(Data {
+        outbox: outbox.clone(),
         llm_loaded,
         jiju_loaded,
         worker: Worker::spawn(
@@ -117,14 +133,21 @@ pub async fn run(config: Config, pipeline: Pipeline) -> Result<(), Error> {
         })
         .build();
     let mut http = serenity::HttpBuilder::new(&token);
+    if let Some(client) = client {
+        http = http.client(client);
+    }
     if let Some(proxy) = &proxy {
         http = http
             .proxy(proxy.as_str().trim_end_matches('/'))
             .ratelimiter_disabled(true);
     }
+    let mut http = http.build();
+    if let Some(limiter) = http.ratelimiter.as_mut() {
+        limiter.set_ratelimit_callback(outbox.on_rate_limit());
+    }
     let intents =
         serenity::GatewayIntents::GUILD_MESSAGES | serenity::GatewayIntents::MESSAGE_CONTENT;
-    let mut client = serenity::ClientBuilder::new_with_http(http.build(), intents)
+    let mut client = serenity::ClientBuilder::new_with_http(http, intents)
         .framework(framework)
         .await
         .map_err(|e| Error::Service(format!("cannot start the Discord client: {e}")))?;

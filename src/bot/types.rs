@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use crate::bot::download::{DownloadError, Downloader};
+use crate::bot::outbox::Outbox;
 use crate::bot::ratelimit::RateLimits;
 use crate::bot::state::{ChannelSettings, ChannelState, SaveError, SettingError};
 use crate::config::Config;
@@ -21,6 +22,8 @@ pub(crate) struct Data {
     /// When each (channel, user) last asked, for channels with a user cooldown.
     pub(crate) last_request: DashMap<(u64, u64), Instant>,
     pub(crate) downloader: Downloader,
+    /// The bot's posts in channels, in turn ([`crate::bot::outbox`]).
+    pub(crate) outbox: Arc<Outbox>,
     /// Whether the pipeline has a chat LLM, so channels may choose `poet = llm`.
     pub(crate) llm_loaded: bool,
     /// Whether the 集句 poet's files loaded, so channels may choose `style = jiju`.
