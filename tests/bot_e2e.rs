@@ -306,9 +306,9 @@ impl Storm {
                     ),
                 retry_after: Some((until.saturating_duration_since(now).as_secs_f64(), false)),
             }
-        } else if s.replies % 3 == 0 {
+        } else if s.replies.is_multiple_of(3) {
             let until = now + Self::RETRY;
-            let global = s.replies % 15 == 0;
+            let global = s.replies.is_multiple_of(15);
             if global {
                 s.global_429s += 1;
                 s.global = Some((until, now));
