@@ -364,15 +364,8 @@ impl Pipeline {
                         lines: lines.clone(),
                         line: *line,
                     };
-                    let answer =
-                        self.rewrite(&request, options.maker())
-                            .map(|candidates| PoemResult {
-                                form: options.form,
-                                keywords: keywords.clone(),
-                                matched: Vec::new(),
-                                candidates,
-                            });
-                    answers[i] = Some(answer.map_err(Error::from));
+                    let answer = self.rewrite(&request, options.maker());
+                    answers[i] = Some(without_photo(answer, keywords, options));
                 }
                 Request::OwnLine {
                     keywords,
@@ -382,15 +375,9 @@ impl Pipeline {
                     rewrite_before,
                     options,
                 } => {
-                    let answer = self
-                        .own_line(keywords, lines, *line, text, *rewrite_before, options)
-                        .map(|candidates| PoemResult {
-                            form: options.form,
-                            keywords: keywords.clone(),
-                            matched: Vec::new(),
-                            candidates,
-                        });
-                    answers[i] = Some(answer.map_err(Error::from));
+                    let answer =
+                        self.own_line(keywords, lines, *line, text, *rewrite_before, options);
+                    answers[i] = Some(without_photo(answer, keywords, options));
                 }
             }
         }
@@ -678,6 +665,21 @@ impl Pipeline {
             rank(&mut result.candidates, weights);
         }
     }
+}
+
+/// The answer to a request about a poem already written (换一句, your own line).
+fn without_photo(
+    written: Result<Vec<Candidate>, PoemError>,
+    keywords: &[String],
+    options: &PoemOptions,
+) -> Result<PoemResult, Error> {
+    let candidates = written?;
+    Ok(PoemResult {
+        form: options.form,
+        keywords: keywords.to_vec(),
+        matched: Vec::new(),
+        candidates,
+    })
 }
 
 fn poem_request(keywords: &[String], options: &PoemOptions) -> PoemRequest {

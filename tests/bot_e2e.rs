@@ -3,6 +3,8 @@
 //! IDENTIFY → READY → events, each guild's on its shard's connection), and the
 //! CDN behind the same proxy.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -693,7 +695,7 @@ fn cdn_file(path: &str) -> (&'static str, Vec<u8>) {
         .next()
         .unwrap_or("");
     match name {
-        "bomb.png" => ("image/png", png_claiming(60_000, 60_000)),
+        "bomb.png" => ("image/png", common::png_claiming(60_000, 60_000)),
         // Declared 1 KiB, served 2 MiB: past the byte cap.
         "liar-size.png" => ("image/png", vec![0x89; 2 << 20]),
         "liar-type.png" => (
@@ -707,45 +709,6 @@ fn cdn_file(path: &str) -> (&'static str, Vec<u8>) {
         ),
         _ => ("image/png", photo()),
     }
-}
-
-/// A PNG whose header claims `width × height` gray pixels, with a few bytes
-/// of data: a decompression bomb as a decoder first sees it.
-fn png_claiming(width: u32, height: u32) -> Vec<u8> {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in bytes {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-    let chunk = |kind: &[u8], data: &[u8]| {
-        let mut out = (data.len() as u32).to_be_bytes().to_vec();
-        let mut body = kind.to_vec();
-        body.extend(data);
-        out.extend(&body);
-        out.extend(crc32(&body).to_be_bytes());
-        out
-    };
-    let mut header = width.to_be_bytes().to_vec();
-    header.extend(height.to_be_bytes());
-    header.extend([8, 0, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(chunk(b"IHDR", &header));
-    // zlib of a few zero bytes.
-    png.extend(chunk(
-        b"IDAT",
-        &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01],
-    ));
-    png.extend(chunk(b"IEND", &[]));
-    png
 }
 
 fn start_bot(discord: &FakeDiscord, state_file: &Path, cache: &Path) {
@@ -805,6 +768,22 @@ fn start_bot_on(
             panic!("the bot stopped: {e}");
         }
     });
+}
+
+/// A new fake Discord and a new bot on the same state file, connected.
+async fn restarted(state_file: &Path, cache: &Path) -> FakeDiscord {
+    let discord = FakeDiscord::start().await;
+    start_bot(&discord, state_file, cache);
+    discord.expect("PUT", "/applications/100/commands").await;
+    discord
+}
+
+/// What `/config show` (by an admin) answers.
+async fn config_show(discord: &FakeDiscord, id: &str) -> String {
+    let show = json!([{"name": "show", "type": 1, "options": []}]);
+    discord.send("INTERACTION_CREATE", slash(id, "config", show, "16"));
+    let path = format!("/interactions/{id}/tok{id}/callback");
+    discord.expect("POST", &path).await.text().to_owned()
 }
 
 fn cdn_requests(seen: &[Seen]) -> usize {
@@ -1167,22 +1146,8 @@ async fn photo_posts_slash_commands_and_settings() {
     assert!(wait.text().contains("try again in"), "{:?}", wait.body);
 
     // A restart: a new bot from the same snapshot, on a new connection.
-    let discord = FakeDiscord::start().await;
-    start_bot(&discord, &state_file, dir.path());
-    discord.expect("PUT", "/applications/100/commands").await;
-    discord.send(
-        "INTERACTION_CREATE",
-        slash(
-            "730",
-            "config",
-            json!([{"name": "show", "type": 1, "options": []}]),
-            "16",
-        ),
-    );
-    let shown = discord
-        .expect("POST", "/interactions/730/tok730/callback")
-        .await;
-    let shown = shown.text();
+    let discord = restarted(&state_file, dir.path()).await;
+    let shown = config_show(&discord, "730").await;
     assert!(
         shown.contains("top_k = 6") && shown.contains("user_cooldown = 60 s"),
         "{shown}"
@@ -1683,9 +1648,7 @@ async fn the_workshop_checks_poems_and_takes_your_own_line() {
     assert!(!seen.iter().any(|s| s.method == "PATCH"), "{seen:?}");
 
     // After a restart the modal's id and the message still carry all it needs.
-    let discord = FakeDiscord::start().await;
-    start_bot(&discord, &state_file, dir.path());
-    discord.expect("PUT", "/applications/100/commands").await;
+    let discord = restarted(&state_file, dir.path()).await;
     discord.send("INTERACTION_CREATE", submit("757", "3", fits, ""));
     let edit = discord
         .expect("PATCH", "/webhooks/100/tok757/messages/@original")
@@ -1708,13 +1671,10 @@ async fn a_full_disk_confirms_nothing_and_the_bot_recovers() {
     let state_file = dir.path().join("state.json");
     start_bot(&discord, &state_file, dir.path());
     discord.expect("PUT", "/applications/100/commands").await;
-    let config = |id: &str, options: Value| slash(id, "config", options, "16");
     let set = |id: &str, key: &str, value: &str| {
-        config(
-            id,
-            json!([{"name": "set", "type": 1, "options": [
-                {"name": "key", "type": 3, "value": key}, {"name": "value", "type": 3, "value": value}]}]),
-        )
+        let options = json!([{"name": "set", "type": 1, "options": [
+            {"name": "key", "type": 3, "value": key}, {"name": "value", "type": 3, "value": value}]}]);
+        slash(id, "config", options, "16")
     };
     let answer = |id: &'static str| {
         let discord = &discord;
@@ -1737,11 +1697,7 @@ async fn a_full_disk_confirms_nothing_and_the_bot_recovers() {
         refused.contains("什么也没改") && !refused.contains("已设置"),
         "{refused}"
     );
-    discord.send(
-        "INTERACTION_CREATE",
-        config("762", json!([{"name": "show", "type": 1, "options": []}])),
-    );
-    let shown = answer("762").await;
+    let shown = config_show(&discord, "762").await;
     assert!(
         shown.contains("form = 七律") && shown.contains("top_k = 4"),
         "{shown}"
@@ -1751,22 +1707,8 @@ async fn a_full_disk_confirms_nothing_and_the_bot_recovers() {
     discord.send("INTERACTION_CREATE", set("763", "candidates", "3"));
     assert!(answer("763").await.contains("candidates = 3"));
 
-    let discord = FakeDiscord::start().await;
-    start_bot(&discord, &state_file, dir.path());
-    discord.expect("PUT", "/applications/100/commands").await;
-    discord.send(
-        "INTERACTION_CREATE",
-        slash(
-            "764",
-            "config",
-            json!([{"name": "show", "type": 1, "options": []}]),
-            "16",
-        ),
-    );
-    let shown = discord
-        .expect("POST", "/interactions/764/tok764/callback")
-        .await;
-    let shown = shown.text();
+    let discord = restarted(&state_file, dir.path()).await;
+    let shown = config_show(&discord, "764").await;
     assert!(
         shown.contains("form = 七律")
             && shown.contains("candidates = 3")

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use poise::serenity_prelude as serenity;
+use poise::serenity_prelude::{self as serenity, Builder};
 
 use crate::bot::download::AttachmentInfo;
 use crate::bot::reply::{self, Action, Recipe};
@@ -144,17 +144,10 @@ async fn component(
         return Ok(());
     }
     press.defer(&ctx.http).await?;
-    let settings = data.state.get(press.channel_id.get());
     if action == Action::Switch {
         recipe = recipe.switched();
     }
-    let options = data.options(
-        &settings,
-        Some(recipe.style),
-        Some(recipe.form),
-        None,
-        recipe.acrostic.clone(),
-    );
+    let options = data.recipe_options(press.channel_id.get(), &recipe);
     let request = match action {
         Action::Own => unreachable!("answered with the modal above"),
         Action::Again | Action::Switch => Request::Keywords {
@@ -179,23 +172,39 @@ async fn component(
             }
         }
     };
+    edit_in_place(ctx, data, &press.token, request, old, &recipe, "写不成诗").await
+}
+
+/// Runs `request` and edits the poem's message (the interaction `token`'s)
+/// with the new poem, keeping its photo and scores; when it fails, the poem
+/// stays as it was and the one who asked is told why (`refused`, the reason).
+async fn edit_in_place(
+    ctx: &serenity::Context,
+    data: &Arc<Data>,
+    token: &str,
+    request: Request,
+    old: &serenity::Embed,
+    recipe: &Recipe,
+    refused: &str,
+) -> Result<(), BotError> {
     let answer = match data.worker.submit(request) {
         Ok(ticket) => ticket.result().await.map_err(BotError::from),
         Err(e) => Err(e.into()),
     };
     match answer {
         Ok(poem) => {
-            let edit = serenity::EditInteractionResponse::new()
+            serenity::EditInteractionResponse::new()
                 .embed(reply::embed_again(old, &poem))
-                .components(reply::components(&poem, &recipe));
-            press.edit_response(&ctx.http, edit).await?;
+                .components(reply::components(&poem, recipe))
+                .execute(&ctx.http, token)
+                .await?;
         }
-        // The poem stays as it was; the word goes to the one who asked.
         Err(e) => {
-            let notice = serenity::CreateInteractionResponseFollowup::new()
-                .content(format!("写不成诗：{e}"))
-                .ephemeral(true);
-            press.create_followup(&ctx.http, notice).await?;
+            serenity::CreateInteractionResponseFollowup::new()
+                .content(format!("{refused}：{e}"))
+                .ephemeral(true)
+                .execute(&ctx.http, (None, token))
+                .await?;
         }
     }
     Ok(())
@@ -256,14 +265,7 @@ async fn own_line(
     submit
         .create_response(&ctx.http, serenity::CreateInteractionResponse::Acknowledge)
         .await?;
-    let settings = data.state.get(submit.channel_id.get());
-    let options = data.options(
-        &settings,
-        Some(recipe.style),
-        Some(recipe.form),
-        None,
-        recipe.acrostic.clone(),
-    );
+    let options = data.recipe_options(submit.channel_id.get(), &recipe);
     let before = field(reply::OWN_LINE_BEFORE);
     let request = Request::OwnLine {
         keywords: recipe.keywords.clone(),
@@ -273,23 +275,6 @@ async fn own_line(
         rewrite_before: reply::YES.contains(&before.trim().to_lowercase().as_str()),
         options,
     };
-    let answer = match data.worker.submit(request) {
-        Ok(ticket) => ticket.result().await.map_err(BotError::from),
-        Err(e) => Err(e.into()),
-    };
-    match answer {
-        Ok(poem) => {
-            let edit = serenity::EditInteractionResponse::new()
-                .embed(reply::embed_again(old, &poem))
-                .components(reply::components(&poem, &recipe));
-            submit.edit_response(&ctx.http, edit).await?;
-        }
-        Err(e) => {
-            let notice = serenity::CreateInteractionResponseFollowup::new()
-                .content(format!("这一句没有放进去，诗保持原样：{e}"))
-                .ephemeral(true);
-            submit.create_followup(&ctx.http, notice).await?;
-        }
-    }
-    Ok(())
+    let refused = "这一句没有放进去，诗保持原样";
+    edit_in_place(ctx, data, &submit.token, request, old, &recipe, refused).await
 }

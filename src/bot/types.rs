@@ -8,6 +8,7 @@ use dashmap::DashMap;
 use crate::bot::download::{DownloadError, Downloader};
 use crate::bot::outbox::Outbox;
 use crate::bot::ratelimit::RateLimits;
+use crate::bot::reply::Recipe;
 use crate::bot::state::{ChannelSettings, ChannelState, SaveError, SettingError};
 use crate::config::Config;
 use crate::pipeline::PoemOptions;
@@ -77,6 +78,14 @@ impl Data {
                 .unwrap_or(self.config.poem.candidates),
             seed: rand::random(),
         }
+    }
+
+    /// The poem options for a poem's button or modal in `channel`: its
+    /// recipe's style, form and acrostic, the channel's other settings.
+    pub(crate) fn recipe_options(&self, channel: u64, recipe: &Recipe) -> PoemOptions {
+        let settings = self.state.get(channel);
+        let (style, form) = (Some(recipe.style), Some(recipe.form));
+        self.options(&settings, style, form, None, recipe.acrostic.clone())
     }
 
     /// Applies the channel's user cooldown, then takes one request from the

@@ -62,6 +62,21 @@ impl Job {
         })
     }
 
+    /// Its candidates' rows, each from `verse` (a poem begun or being
+    /// rewritten), each with its own random stream from the job's seed.
+    fn rows_from(&self, verse: &Verse) -> Vec<Row> {
+        let mut seed_rng = StdRng::seed_from_u64(self.seed);
+        (0..self.candidates)
+            .map(|_| Row {
+                job: 0,
+                verse: verse.clone(),
+                logprob: 0.0,
+                rng: StdRng::seed_from_u64(seed_rng.random()),
+                failed: false,
+            })
+            .collect()
+    }
+
     fn candidate(&self, lines: Vec<String>, logprob: f64, scored_chars: usize) -> Candidate {
         let used = self.plan.keywords_used(&lines);
         Candidate::new(
@@ -196,16 +211,7 @@ impl Decoder<'_> {
                 "「{line}」 has a character the poet does not know"
             )));
         }
-        let mut seed_rng = StdRng::seed_from_u64(job.seed);
-        let mut rows: Vec<Row> = (0..job.candidates)
-            .map(|_| Row {
-                job: 0,
-                verse: verse.clone(),
-                logprob: 0.0,
-                rng: StdRng::seed_from_u64(seed_rng.random()),
-                failed: false,
-            })
-            .collect();
+        let mut rows = job.rows_from(&verse);
         let jobs = std::slice::from_ref(&job);
         self.write_line(&mut rows, jobs)?;
         // Score the kept lines after the new one, each under its new context.
@@ -251,16 +257,7 @@ impl Decoder<'_> {
                 "「{c}」这个字诗人没有学过，接不下去；换一个字试试。"
             )));
         }
-        let mut seed_rng = StdRng::seed_from_u64(job.seed);
-        let mut rows: Vec<Row> = (0..job.candidates)
-            .map(|_| Row {
-                job: 0,
-                verse: verse.clone(),
-                logprob: 0.0,
-                rng: StdRng::seed_from_u64(seed_rng.random()),
-                failed: false,
-            })
-            .collect();
+        let mut rows = job.rows_from(&verse);
         let jobs = std::slice::from_ref(&job);
         for _ in req.line + 1..form.lines() {
             self.write_line(&mut rows, jobs)?;
