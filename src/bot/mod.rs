@@ -7,8 +7,8 @@
 //! - [`reply`]: how a poem looks (embed, button ids that survive restarts).
 //! - [`download`], [`state`], [`ratelimit`]: safe attachment downloads,
 //!   per-channel settings saved on every change, per-user and per-channel quotas.
-//! - [`outbox`]: the bot's posts in channels, one at a time per channel and
-//!   none during a global 429, beside serenity's rate limiter.
+//! - [`outbox`]: the bot's posts in channels, one at a time per channel,
+//!   beside serenity's rate limiter.
 //!
 //! The models run on the worker thread ([`crate::worker`]), never on the runtime.
 
@@ -68,9 +68,8 @@ pub async fn run_with_client(
     .map_err(|e| Error::Service(format!("cannot set up downloads: {e}")))?;
     let llm_loaded = pipeline.has_llm();
     let jiju_loaded = pipeline.has_jiju();
-    let outbox = Arc::new(outbox::Outbox::default());
     let data = Arc::new(Data {
-        outbox: outbox.clone(),
+        outbox: Default::default(),
         llm_loaded,
         jiju_loaded,
         worker: Worker::spawn(
@@ -141,10 +140,7 @@ pub async fn run_with_client(
             .proxy(proxy.as_str().trim_end_matches('/'))
             .ratelimiter_disabled(true);
     }
-    let mut http = http.build();
-    if let Some(limiter) = http.ratelimiter.as_mut() {
-        limiter.set_ratelimit_callback(outbox.on_rate_limit());
-    }
+    let http = http.build();
     let intents =
         serenity::GatewayIntents::GUILD_MESSAGES | serenity::GatewayIntents::MESSAGE_CONTENT;
     let mut client = serenity::ClientBuilder::new_with_http(http, intents)
