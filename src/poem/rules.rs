@@ -212,29 +212,13 @@ impl Verse {
     /// the first under which the kept rhyming lines share a group — one the
     /// old line follows too, if any.
     pub(crate) fn rewriting(form: Form, lines: &[String], line: usize) -> Result<Self, PoemError> {
-        let (count, n) = (form.lines(), form.chars_per_line());
-        let tones = toned_lines(form, lines, line)?;
-        let follows = |t: &Template, i: usize| {
-            t.line(i)
-                .iter()
-                .zip(&tones[i])
-                .all(|(&slot, ct)| ct.fits(slot))
-        };
-        let kept_rhyme = |t: &Template| {
-            let mut shared: Option<Vec<RhymeGroup>> = None;
-            for i in (0..count).filter(|&i| i != line && t.rhymes(i)) {
-                let groups = &tones[i][n - 1].level_groups;
-                shared = Some(match shared {
-                    None => groups.clone(),
-                    Some(shared) => shared.into_iter().filter(|g| groups.contains(g)).collect(),
-                });
-            }
-            shared
-        };
+        let count = form.lines();
+        let poem = TonedPoem::of(form, lines, line)?;
+        let kept = || (0..count).filter(|&i| i != line);
         let (old_fits, kept_fit): (Vec<Template>, Vec<Template>) = Template::all(form)
             .into_iter()
-            .filter(|t| (0..count).filter(|&i| i != line).all(|i| follows(t, i)))
-            .partition(|t| follows(t, line));
+            .filter(|t| kept().all(|i| poem.follows(t, i)))
+            .partition(|t| poem.follows(t, line));
         if old_fits.is_empty() && kept_fit.is_empty() {
             return Err(PoemError::Lines(
                 "this poem follows none of the 格律 templates".into(),
@@ -243,17 +227,9 @@ impl Verse {
         let (template, rhyme) = old_fits
             .into_iter()
             .chain(kept_fit)
-            .map(|t| (t, kept_rhyme(&t)))
-            .find(|(_, rhyme)| !rhyme.as_ref().is_some_and(Vec::is_empty))
+            .find_map(|t| Some((t, poem.shared_rhyme(&t, kept())?)))
             .ok_or_else(|| PoemError::Lines("this poem does not keep to one rhyme".into()))?;
-        let mut used: HashMap<char, usize> = HashMap::new();
-        for (i, text) in lines.iter().enumerate() {
-            if i != line {
-                for c in text.chars() {
-                    *used.entry(c).or_default() += 1;
-                }
-            }
-        }
+        let used = char_uses(kept().map(|i| &lines[i]));
         Ok(Self {
             template,
             slots: slots_of(template),
@@ -277,45 +253,20 @@ impl Verse {
         lines: &[String],
         line: usize,
     ) -> Result<Option<Self>, PoemError> {
-        let tones = toned_lines(form, lines, line)?;
-        let n = form.chars_per_line();
-        let follows = |t: &Template, i: usize| {
-            t.line(i)
-                .iter()
-                .zip(&tones[i])
-                .all(|(&slot, ct)| ct.fits(slot))
-        };
-        let kept_rhyme = |t: &Template| -> Option<Option<Vec<RhymeGroup>>> {
-            let mut shared: Option<Vec<RhymeGroup>> = None;
-            for i in (0..=line).filter(|&i| t.rhymes(i)) {
-                let groups = &tones[i][n - 1].level_groups;
-                let joined: Vec<RhymeGroup> = match shared {
-                    None => groups.clone(),
-                    Some(shared) => shared.into_iter().filter(|g| groups.contains(g)).collect(),
-                };
-                if joined.is_empty() {
-                    return None;
-                }
-                shared = Some(joined);
-            }
-            Some(shared)
-        };
+        let poem = TonedPoem::of(form, lines, line)?;
         let mut templates: Vec<Template> = Template::all(form)
             .into_iter()
-            .filter(|t| (0..=line).all(|i| follows(t, i)))
+            .filter(|t| (0..=line).all(|i| poem.follows(t, i)))
             .collect();
         // The old poem's template first: the lines after keep its shape.
-        templates.sort_by_key(|t| !(line + 1..form.lines()).all(|i| follows(t, i)));
+        templates.sort_by_key(|t| !(line + 1..form.lines()).all(|i| poem.follows(t, i)));
         let Some((template, rhyme)) = templates
             .into_iter()
-            .find_map(|t| Some((t, kept_rhyme(&t)?)))
+            .find_map(|t| Some((t, poem.shared_rhyme(&t, 0..=line)?)))
         else {
             return Ok(None);
         };
-        let mut used: HashMap<char, usize> = HashMap::new();
-        for c in lines[..=line].iter().flat_map(|l| l.chars()) {
-            *used.entry(c).or_default() += 1;
-        }
+        let used = char_uses(&lines[..=line]);
         Ok(Some(Self {
             template,
             slots: slots_of(template),
@@ -552,36 +503,80 @@ pub(crate) fn read_own_line(form: Form, typed: &str) -> Result<String, PoemError
     Ok(text)
 }
 
-/// Each line's characters with their tones, for a poem of `form` whose line
-/// `line` is being worked on; refused when its shape is not the form's or a
-/// character has no tone the rules know.
-fn toned_lines(
-    form: Form,
-    lines: &[String],
-    line: usize,
-) -> Result<Vec<Vec<CharTones>>, PoemError> {
-    let (count, n) = (form.lines(), form.chars_per_line());
-    if lines.len() != count {
-        return Err(PoemError::Lines(format!(
-            "a {form} has {count} lines; this poem has {}",
-            lines.len()
-        )));
+/// A poem's lines with their characters' tones, read so that line `line`
+/// can be worked on under one of its form's templates.
+struct TonedPoem {
+    tones: Vec<Vec<CharTones>>,
+}
+
+impl TonedPoem {
+    /// Refused when the poem's shape is not the form's, there is no line
+    /// `line`, or a character has no tone the rules know.
+    fn of(form: Form, lines: &[String], line: usize) -> Result<Self, PoemError> {
+        let (count, n) = (form.lines(), form.chars_per_line());
+        if lines.len() != count {
+            return Err(PoemError::Lines(format!(
+                "a {form} has {count} lines; this poem has {}",
+                lines.len()
+            )));
+        }
+        if line >= count {
+            return Err(PoemError::Lines(format!(
+                "there is no line {} in a {form}",
+                line + 1
+            )));
+        }
+        let tones = lines
+            .iter()
+            .map(|text| match text.chars().map(CharTones::of).collect::<Option<Vec<_>>>() {
+                Some(cts) if cts.len() == n => Ok(cts),
+                _ => Err(PoemError::Lines(format!(
+                    "「{text}」 is not a line of {n} characters the poet knows (each with a tone in 平水韵)"
+                ))),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { tones })
     }
-    if line >= count {
-        return Err(PoemError::Lines(format!(
-            "there is no line {} in a {form}",
-            line + 1
-        )));
+
+    /// Whether line `i` follows the template's tones.
+    fn follows(&self, template: &Template, i: usize) -> bool {
+        template
+            .line(i)
+            .iter()
+            .zip(&self.tones[i])
+            .all(|(&slot, ct)| ct.fits(slot))
     }
-    lines
-        .iter()
-        .map(|text| match text.chars().map(CharTones::of).collect::<Option<Vec<_>>>() {
-            Some(cts) if cts.len() == n => Ok(cts),
-            _ => Err(PoemError::Lines(format!(
-                "「{text}」 is not a line of {n} characters the poet knows (each with a tone in 平水韵)"
-            ))),
-        })
-        .collect()
+
+    /// The level groups that the lines of `lines` that rhyme under the
+    /// template all end in: `Some(None)` when none of them rhymes, `None`
+    /// when they share no group.
+    fn shared_rhyme(
+        &self,
+        template: &Template,
+        lines: impl Iterator<Item = usize>,
+    ) -> Option<Option<Vec<RhymeGroup>>> {
+        let mut shared: Option<Vec<RhymeGroup>> = None;
+        for i in lines.filter(|&i| template.rhymes(i)) {
+            let groups = &self.tones[i][self.tones[i].len() - 1].level_groups;
+            shared = Some(match shared {
+                None => groups.clone(),
+                Some(shared) => shared.into_iter().filter(|g| groups.contains(g)).collect(),
+            });
+        }
+        match shared {
+            Some(groups) if groups.is_empty() => None,
+            shared => Some(shared),
+        }
+    }
+}
+
+/// How many times each character stands in `lines`.
+fn char_uses<'a>(lines: impl IntoIterator<Item = &'a String>) -> HashMap<char, usize> {
+    let mut used = HashMap::new();
+    for c in lines.into_iter().flat_map(|l| l.chars()) {
+        *used.entry(c).or_default() += 1;
+    }
+    used
 }
 
 fn slots_of(template: Template) -> Arc<Vec<Vec<Slot>>> {
