@@ -25,6 +25,6 @@ pub mod photo;
 pub mod pipeline;
 pub mod poem;
 mod weights;
+pub mod worker;
 
 pub use linear::kernels_in_use;
-pub mod worker;

@@ -160,15 +160,11 @@ async fn on_error(error: poise::FrameworkError<'_, Arc<Data>, BotError>) {
     match error {
         poise::FrameworkError::Command { error, ctx, .. } => {
             tracing::info!(command = %ctx.command().name, "{error}");
-            // /check writes no poem: its refusals are whole sentences.
-            let prefix = if ctx.command().name == "check" {
-                ""
-            } else {
-                "写不成诗："
+            let said = match &error {
+                BotError::Said(sentence) => sentence.clone(),
+                other => format!("写不成诗：{other}"),
             };
-            let reply = poise::CreateReply::default()
-                .content(format!("{prefix}{error}"))
-                .ephemeral(true);
+            let reply = poise::CreateReply::default().content(said).ephemeral(true);
             if let Err(e) = ctx.send(reply).await {
                 tracing::warn!("could not tell the user: {e}");
             }

@@ -24,7 +24,7 @@ pub(crate) struct Data {
     pub(crate) last_request: DashMap<(u64, u64), Instant>,
     pub(crate) downloader: Downloader,
     /// The bot's posts in channels, in turn ([`crate::bot::outbox`]).
-    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) outbox: Outbox,
     /// Whether the pipeline has a chat LLM, so channels may choose `poet = llm`.
     pub(crate) llm_loaded: bool,
     /// Whether the 集句 poet's files loaded, so channels may choose `style = jiju`.
@@ -48,6 +48,10 @@ pub(crate) enum BotError {
     RateLimited(u64),
     #[error("{0}")]
     Input(String),
+    /// A whole sentence for the one who asked, shown as it is (no poem was
+    /// being written: /check's answers to text that is no poem).
+    #[error("{0}")]
+    Said(String),
     #[error("Discord said no: {0}")]
     Discord(Box<poise::serenity_prelude::Error>),
 }

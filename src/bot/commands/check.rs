@@ -13,7 +13,7 @@ pub(crate) async fn check(
 ) -> Result<(), BotError> {
     let lines = checker::split_lines(&poem);
     if let Some(problem) = checker::shape_problem(&lines) {
-        return Err(BotError::Input(problem));
+        return Err(BotError::Said(problem));
     }
     let report = checker::check_lines(&lines);
     ctx.send(poise::CreateReply::default().embed(reply::check_embed(&report)))
