@@ -45,12 +45,17 @@ pub(super) fn unavailable_because() -> Option<&'static str> {
         let osxsave = __cpuid(1).ecx & (1 << 27) != 0;
         // SAFETY: xgetbv is available where OSXSAVE is set, checked first.
         let xcr0 = osxsave.then(|| unsafe { _xgetbv(0) });
-        let avx512 = crate::cpu_kernels::avx512f()
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512bf16");
-        tiles_usable(leaf_7_edx, xcr0, avx512, tile_state_granted).err()
+        tiles_usable(leaf_7_edx, xcr0, bf16_conversions(), tile_state_granted).err()
     })
+}
+
+/// Whether the AVX-512 features [`round_row`] and [`pair_panels`] need are
+/// there and not held back by `YINGSHI_CPU_CAPABILITY`.
+fn bf16_conversions() -> bool {
+    crate::cpu_kernels::avx512f()
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512bf16")
 }
 
 /// The decision, from what the CPU and the OS report: CPUID leaf 7's EDX
@@ -480,11 +485,7 @@ mod tests {
     /// denormals to zero).
     #[test]
     fn panels_and_rows_are_rounded_as_the_models_round_them() {
-        let can = crate::cpu_kernels::avx512f()
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512bf16");
-        if !can {
+        if !bf16_conversions() {
             eprintln!("no AVX-512 bf16 here: the conversions cannot run");
             return;
         }
